@@ -1,0 +1,38 @@
+"""The ``npsenet`` command. Each sub-command lives in ``npsenet/commands/<name>.py`` and
+defines ``add_parser(subparsers)``, which registers its arguments and sets ``func``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from . import commands
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="npsenet",
+        description="Squeeze-and-Excitation Networks from scratch in NumPy: train, evaluate, "
+                    "check gradients, benchmark and summarise SE-ResNets.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{commands.__name__}.{info.name}").add_parser(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        # errors meant for the user: one clear line, no traceback
+        print(f"npsenet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Elementwise nonlinearities: δ (ReLU) and σ (sigmoid) of the excitation, and tanh,
+one of the paper's gate ablations. See ``notebooks/02_batchnorm_relu.ipynb`` and
+``notebooks/04_excitation.ipynb``.
+
+Each caches what its derivative needs and nothing more:
+
+    ReLU     y = max(x, 0)          dL/dx = dy * [x > 0]        (caches the mask)
+    Sigmoid  y = 1 / (1 + e^-x)     dL/dx = dy * y * (1 - y)    (caches y)
+    Tanh     y = tanh(x)            dL/dx = dy * (1 - y^2)      (caches y)
+
+Shapes are unchanged, any rank; the dtype is the input's.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ._checks import check_dout, check_float_array, require_cache
+from .module import Module
+
+
+class ReLU(Module):
+    """δ(x) = max(x, 0). The derivative at exactly 0 is taken as 0, as in PyTorch."""
+
+    def __init__(self):
+        super().__init__()
+        self.cache = None
+
+    def forward(self, x):
+        check_float_array(x, "ReLU")
+        xp = get_array_module(x)
+        mask = x > 0
+        self.cache = mask
+        return xp.maximum(x, 0)
+
+    def backward(self, dout):
+        mask = require_cache(self.cache, "ReLU")
+        check_dout(dout, mask.shape, "ReLU")
+        return dout * mask
+
+
+def sigmoid(x):
+    """σ(x) = 1 / (1 + e^-x), written so that exp never overflows:
+    for x >= 0 it is 1 / (1 + e^-x), for x < 0 it is e^x / (1 + e^x); e = exp(-|x|) covers both."""
+    xp = get_array_module(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+class Sigmoid(Module):
+    """σ(x) = 1 / (1 + e^-x), the SE gate; σ'(x) = σ(x) (1 - σ(x))."""
+
+    def __init__(self):
+        super().__init__()
+        self.cache = None
+
+    def forward(self, x):
+        check_float_array(x, "Sigmoid")
+        y = sigmoid(x)
+        self.cache = y
+        return y
+
+    def backward(self, dout):
+        y = require_cache(self.cache, "Sigmoid")
+        check_dout(dout, y.shape, "Sigmoid")
+        return dout * y * (1 - y)
+
+
+class Tanh(Module):
+    """tanh(x); tanh'(x) = 1 - tanh(x)^2."""
+
+    def __init__(self):
+        super().__init__()
+        self.cache = None
+
+    def forward(self, x):
+        check_float_array(x, "Tanh")
+        y = get_array_module(x).tanh(x)
+        self.cache = y
+        return y
+
+    def backward(self, dout):
+        y = require_cache(self.cache, "Tanh")
+        check_dout(dout, y.shape, "Tanh")
+        return dout * (1 - y * y)

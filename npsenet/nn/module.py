@@ -1,0 +1,304 @@
+"""Parameter, Module and Sequential: the containers every layer is built from.
+
+A :class:`Module` has a ``forward`` that computes its output and caches what its
+``backward`` needs, and a ``backward`` that takes dL/d(output) and returns
+dL/d(input), adding the gradients of its own parameters into ``param.grad``.
+Backward never updates weights: that is the optimizer's job (``ns.optim.SGD``).
+
+Sub-modules, parameters and buffers (running statistics) are registered when they
+are assigned as attributes, in the order of assignment, exactly like PyTorch, so
+``state_dict()`` keys read ``layer1.0.conv1.weight`` and match torchvision's.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from ..backend import array_module_for, device_of, normalize_device, to_device, to_numpy
+
+
+class Parameter:
+    """A learnable array and its gradient.
+
+    Attributes:
+        data: the values, an array of the active backend (NumPy or CuPy).
+        grad: dL/d(data) accumulated by backward passes (same shape and dtype), or
+            ``None`` until the first backward after ``zero_grad()``.
+    """
+
+    def __init__(self, data):
+        self.data = data
+        self.grad = None
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def accumulate_grad(self, g):
+        """``grad += g``, as PyTorch accumulates; ``g`` must be freshly computed."""
+        if self.grad is None:
+            self.grad = g
+        else:
+            self.grad += g
+
+    def __repr__(self):
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of every layer and model.
+
+    Subclasses implement ``forward(*inputs)`` and ``backward(dout)``. Calling the
+    module (``layer(x)``) runs ``forward``.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # -- registration ---------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(
+                f"{type(self).__name__}.__init__ must call super().__init__() before "
+                f"assigning attributes (it assigned {name!r} first).")
+        if isinstance(value, (Parameter, Module)) or name in self._parameters \
+                or name in self._modules:
+            # (re)assigning a parameter or sub-module; assigning an array to a buffer's
+            # name keeps it a buffer, as in PyTorch
+            for table in (self._parameters, self._buffers, self._modules):
+                table.pop(name, None)
+            if isinstance(value, Parameter):
+                self._parameters[name] = value
+            elif isinstance(value, Module):
+                self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, array):
+        """A state array that is saved in the state_dict but not learned (e.g. BN running mean)."""
+        self._buffers[name] = None
+        object.__setattr__(self, name, array)
+
+    # -- the interface layers implement --------------------------------------------
+    def forward(self, *inputs):
+        raise TypeError(f"{type(self).__name__} is a Module without a forward(); "
+                        "a layer must define forward(self, x).")
+
+    def backward(self, dout):
+        raise TypeError(f"{type(self).__name__} is a Module without a backward(); "
+                        "a layer must define backward(self, dout) returning dL/dx.")
+
+    def __call__(self, *inputs):
+        return self.forward(*inputs)
+
+    # -- traversal --------------------------------------------------------------------
+    def named_modules(self, prefix=""):
+        """Yield ``(name, module)`` for this module and every sub-module, depth first."""
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_parameters(self, prefix=""):
+        """Yield ``(name, Parameter)`` with dotted names, e.g. ``layer1.0.conv1.weight``."""
+        for mod_name, mod in self.named_modules(prefix):
+            for name, p in mod._parameters.items():
+                yield (f"{mod_name}.{name}" if mod_name else name), p
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix=""):
+        for mod_name, mod in self.named_modules(prefix):
+            for name in mod._buffers:
+                yield (f"{mod_name}.{name}" if mod_name else name), getattr(mod, name)
+
+    # -- modes and gradients ------------------------------------------------------------
+    def train(self, mode: bool = True):
+        """Training mode (BatchNorm uses batch statistics). Returns the module."""
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        """Evaluation mode (BatchNorm uses its running statistics). Returns the module."""
+        return self.train(False)
+
+    def zero_grad(self, set_to_none: bool = True):
+        """Forget accumulated gradients (``grad = None``, PyTorch's default)."""
+        for p in self.parameters():
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad[...] = 0
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self):
+        """An ordered ``{name: array}`` of parameters and buffers (torchvision's keys).
+
+        The arrays are the module's own (not copies), on the module's device, as
+        PyTorch's ``state_dict`` returns tensors that share storage.
+        """
+        state = OrderedDict()
+        for mod_name, mod in self.named_modules():
+            dot = f"{mod_name}." if mod_name else ""
+            for name, p in mod._parameters.items():
+                state[dot + name] = p.data
+            for name in mod._buffers:
+                state[dot + name] = getattr(mod, name)
+        return state
+
+    def load_state_dict(self, state, strict: bool = True):
+        """Copy arrays from ``state`` (NumPy arrays, CuPy arrays or CPU torch tensors).
+
+        Every key and shape is checked before anything is written, so an error leaves
+        the module as it was. Values are cast to each target's dtype and device.
+        Returns ``(missing_keys, unexpected_keys)`` (both empty when ``strict``).
+        """
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise ValueError(
+                "load_state_dict: the keys do not match this model.\n"
+                f"  missing (model has, state lacks): {missing[:10]}{' ...' if len(missing) > 10 else ''}\n"
+                f"  unexpected (state has, model lacks): {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}\n"
+                "Check that the state_dict was saved from the same architecture and options, "
+                "or pass strict=False to load the keys that match.")
+        staged = {}
+        for key, target in own.items():
+            if key not in state:
+                continue
+            value = to_numpy(_as_array(state[key]))
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"load_state_dict: {key} has shape {tuple(value.shape)} in the state_dict "
+                    f"but {tuple(target.shape)} in the model. Was the model built with the "
+                    "same depth, width, reduction and num_classes?")
+            staged[key] = value.astype(target.dtype, copy=False)
+        device = device_of(next(iter(own.values()))) if own else "cpu"
+        for mod_name, mod in self.named_modules():
+            dot = f"{mod_name}." if mod_name else ""
+            for name, p in mod._parameters.items():
+                if dot + name in staged:
+                    p.data = to_device(staged[dot + name].copy(), device)
+            for name in mod._buffers:
+                if dot + name in staged:
+                    object.__setattr__(mod, name, to_device(staged[dot + name].copy(), device))
+        return missing, unexpected
+
+    def to(self, device=None, dtype=None):
+        """Move parameters and buffers to ``device`` ('cpu' or 'gpu') and/or cast the
+        floating ones to ``dtype``. Gradients are dropped. Returns the module, so
+        ``model = se_resnet20().to(dtype=np.float64)`` works."""
+        if device is not None:
+            device = normalize_device(device)
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+            if dtype.kind != "f":
+                raise ValueError(f"to(dtype=...) expects a floating dtype such as np.float32 "
+                                 f"or np.float64, got {dtype}.")
+
+        def convert(a):
+            if device is not None:
+                a = to_device(a, device)
+            if dtype is not None and a.dtype.kind == "f":
+                a = a.astype(dtype, copy=False)
+            return a
+
+        for mod in self.modules():
+            for p in mod._parameters.values():
+                p.data = convert(p.data)
+                p.grad = None
+            for name in mod._buffers:
+                object.__setattr__(mod, name, convert(getattr(mod, name)))
+            mod._clear_cache()
+        return self
+
+    def _clear_cache(self):
+        """Drop the arrays a forward pass cached for backward (they may be on another device)."""
+        if "cache" in self.__dict__:
+            object.__setattr__(self, "cache", None)
+
+    @property
+    def device(self):
+        """'cpu' or 'gpu': where this module's first parameter lives."""
+        for p in self.parameters():
+            return device_of(p.data)
+        return "cpu"
+
+    @property
+    def xp(self):
+        """The array library of this module's parameters (numpy or cupy)."""
+        return array_module_for(self.device)
+
+    # -- printing --------------------------------------------------------------------------
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        if self._modules:
+            for name, child in self._modules.items():
+                child_repr = repr(child).replace("\n", "\n  ")
+                lines.append(f"  ({name}): {child_repr}")
+            return "\n".join(lines) + "\n)"
+        return lines[0] + ")"
+
+
+def _as_array(value):
+    """Accept NumPy/CuPy arrays, Python numbers and CPU torch tensors (via .numpy())."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor
+        return value.detach().cpu().numpy()
+    return value
+
+
+class Sequential(Module):
+    """Chain modules: ``forward`` runs them in order, ``backward`` in reverse.
+
+    Sub-modules are named "0", "1", ... as in PyTorch (``downsample.0.weight``).
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise ValueError(f"Sequential expects Module instances; argument {i} is "
+                                 f"{type(m).__name__}.")
+            setattr(self, str(i), m)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+    def backward(self, dout):
+        for m in reversed(list(self._modules.values())):
+            dout = m.backward(dout)
+        return dout

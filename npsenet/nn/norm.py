@@ -1,0 +1,119 @@
+"""Batch normalisation over (N, H, W) for each channel, with PyTorch's exact semantics.
+Derived step by step in ``notebooks/02_batchnorm_relu.ipynb``.
+
+Training mode, per channel c with m = N*H*W values:
+
+    mu_c     = 1/m sum x                   var_c = 1/m sum (x - mu_c)^2   (biased)
+    xhat     = (x - mu_c) / sqrt(var_c + eps)
+    y        = gamma_c * xhat + beta_c
+    running_mean <- (1 - momentum) running_mean + momentum mu_c
+    running_var  <- (1 - momentum) running_var  + momentum var_c * m/(m-1)   (unbiased)
+    num_batches_tracked += 1
+
+Backward (the batch statistics depend on every x, hence the two correction terms):
+
+    dL/dxhat = dy * gamma
+    dL/dx    = gamma / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat))
+    dL/dgamma = sum dy * xhat,   dL/dbeta = sum dy          (means and sums over N, H, W)
+
+Eval mode uses the running statistics, a fixed affine map: dL/dx = dy * gamma / sqrt(rv + eps).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module
+from ._checks import check_dout, check_input, positive_int, require_cache
+from .module import Module, Parameter
+
+_AXES = (0, 2, 3)  # the axes a channel's statistics run over
+
+
+def _per_channel(v):
+    """(C,) -> (1, C, 1, 1) so it broadcasts over an (N, C, H, W) array."""
+    return v.reshape(1, -1, 1, 1)
+
+
+class BatchNorm2d(Module):
+    """Batch norm for (N, C, H, W) inputs.
+
+    Args:
+        num_features: C.
+        eps: added to the variance.
+        momentum: weight of the new batch in the running statistics; ``None`` for a
+            cumulative average (as in PyTorch).
+
+    Parameters: ``weight`` (gamma, ones) and ``bias`` (beta, zeros), shape (C,).
+    Buffers: ``running_mean`` (zeros), ``running_var`` (ones), ``num_batches_tracked``
+    (int64 scalar).
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.num_features = positive_int(num_features, "num_features", "BatchNorm2d")
+        if not eps > 0:
+            raise ValueError(f"BatchNorm2d: eps must be > 0, got {eps!r}.")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNorm2d: momentum must be in [0, 1] or None, got {momentum!r}.")
+        self.eps = float(eps)
+        self.momentum = momentum
+        self.weight = Parameter(np.ones(self.num_features, dtype=np.float32))
+        self.bias = Parameter(np.zeros(self.num_features, dtype=np.float32))
+        self.register_buffer("running_mean", np.zeros(self.num_features, dtype=np.float32))
+        self.register_buffer("running_var", np.ones(self.num_features, dtype=np.float32))
+        self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        self.cache = None
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+    def forward(self, x):
+        check_input(x, f"BatchNorm2d({self.num_features})", 4, "(N, C, H, W)",
+                    self.num_features, dtype=self.weight.dtype)
+        xp = get_array_module(x)
+        gamma, beta = self.weight.data, self.bias.data
+        if self.training:
+            m = x.shape[0] * x.shape[2] * x.shape[3]
+            if m < 2:
+                raise ValueError(f"BatchNorm2d: training needs more than one value per channel "
+                                 f"to compute a variance, got input shape {tuple(x.shape)}. "
+                                 "Use a batch of at least 2, or call .eval().")
+            mean = x.mean(axis=_AXES)
+            centered = x - _per_channel(mean)
+            var = (centered * centered).mean(axis=_AXES)
+            inv_std = 1.0 / xp.sqrt(var + self.eps)
+            xhat = centered * _per_channel(inv_std)
+            self._update_running_stats(mean, var, m)
+        else:
+            inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
+            xhat = (x - _per_channel(self.running_mean)) * _per_channel(inv_std)
+        y = xhat * _per_channel(gamma) + _per_channel(beta)
+        self.cache = (xhat, inv_std, self.training)
+        return y
+
+    def _update_running_stats(self, mean, var, m):
+        self.num_batches_tracked += 1
+        if self.momentum is None:  # cumulative moving average
+            factor = 1.0 / float(self.num_batches_tracked)
+        else:
+            factor = self.momentum
+        unbiased = var * (m / (m - 1))
+        # new arrays rather than in-place updates, so a state_dict taken earlier keeps its values
+        self.running_mean = ((1 - factor) * self.running_mean + factor * mean).astype(
+            self.running_mean.dtype, copy=False)
+        self.running_var = ((1 - factor) * self.running_var + factor * unbiased).astype(
+            self.running_var.dtype, copy=False)
+
+    def backward(self, dout):
+        xhat, inv_std, training = require_cache(self.cache, "BatchNorm2d")
+        check_dout(dout, xhat.shape, "BatchNorm2d")
+        gamma = self.weight.data
+        sum_dy = dout.sum(axis=_AXES)
+        sum_dy_xhat = (dout * xhat).sum(axis=_AXES)
+        self.weight.accumulate_grad(sum_dy_xhat)
+        self.bias.accumulate_grad(sum_dy)
+        scale = _per_channel(gamma * inv_std)
+        if not training:
+            return dout * scale
+        m = xhat.shape[0] * xhat.shape[2] * xhat.shape[3]
+        return scale * (dout - _per_channel(sum_dy / m) - xhat * _per_channel(sum_dy_xhat / m))
