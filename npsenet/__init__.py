@@ -8,8 +8,10 @@
     model.backward(loss_fn.backward())     # hand-written backward through every layer
 """
 from . import backend, nn
+from . import optim
+from . import models, io
 from .init import manual_seed
 
 __version__ = "0.1.0"
 
-__all__ = ["backend", "nn", "manual_seed", "__version__"]
+__all__ = ["backend", "nn", "models", "io", "manual_seed", "__version__"]

@@ -1,0 +1,76 @@
+"""Command-line options that choose a model and its SE ablation, shared by the commands
+that build models (``npsenet train``, ``npsenet summary``).
+
+    npsenet train --model se_resnet20 --reduction 8 --placement pre --se-stages 1,2
+"""
+from __future__ import annotations
+
+import argparse
+
+from .resnet import MODEL_NAMES, PLACEMENTS, build_model
+from ..nn.se import GATES, SQUEEZES
+
+DEFAULT_MODEL = "se_resnet20"
+
+# argparse destination -> the model option it sets
+SE_ARGUMENTS = {"reduction": "--reduction", "squeeze": "--squeeze", "gate": "--gate",
+                "se_bias": "--se-bias", "placement": "--placement",
+                "se_stages": "--se-stages", "no_squeeze": "--no-squeeze"}
+
+
+def parse_stages(text):
+    """``"1,2"`` -> ``[1, 2]`` (the stages, from 1, that carry SE blocks)."""
+    try:
+        stages = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated stage numbers such as 1,2,3, got {text!r}") from None
+    if not stages:
+        raise argparse.ArgumentTypeError("expected at least one stage number, e.g. 1,2")
+    return stages
+
+
+def add_model_arguments(parser):
+    """Add ``--model`` and the SE options. Unset SE options keep the model's defaults."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL,
+                       help=f"architecture (default: {DEFAULT_MODEL}); se_resnet20/32/56/110 "
+                            "and resnet20/... are for CIFAR, the 50/101/152 ones for ImageNet")
+    group.add_argument("--reduction", type=int, default=None,
+                       help="SE reduction ratio r; hidden width max(1, C // r) (default 16)")
+    group.add_argument("--squeeze", choices=sorted(SQUEEZES), default=None,
+                       help="SE squeeze: global average (default) or max pooling")
+    group.add_argument("--gate", choices=sorted(GATES), default=None,
+                       help="SE gate nonlinearity (default sigmoid)")
+    group.add_argument("--se-bias", action="store_true", default=None,
+                       help="biases in the SE's fc1 and fc2 (default: off for CIFAR models, "
+                            "on for ImageNet ones)")
+    group.add_argument("--placement", choices=PLACEMENTS, default=None,
+                       help="where the SE block sits in the residual block (default standard)")
+    group.add_argument("--se-stages", type=parse_stages, default=None, metavar="1,2,...",
+                       help="stages that carry SE blocks (default: all)")
+    group.add_argument("--no-squeeze", action="store_true", default=False,
+                       help="the NoSqueeze ablation: 1x1 convolutions, no pooling")
+    return parser
+
+
+def model_options_from_args(args):
+    """The SE options that were given on the command line, as model keyword arguments."""
+    options = {}
+    for dest in SE_ARGUMENTS:
+        value = getattr(args, dest, None)
+        if value is None or value is False:
+            continue
+        options["bias" if dest == "se_bias" else dest] = value
+    return options
+
+
+def model_from_args(args, num_classes):
+    """Build ``args.model`` for ``num_classes`` outputs with the SE options given."""
+    options = model_options_from_args(args)
+    if options and not args.model.startswith("se_"):
+        flags = ", ".join(SE_ARGUMENTS["se_bias" if k == "bias" else k] for k in options)
+        raise ValueError(f"the SE options ({flags}) apply only to SE models, but --model is "
+                         f"{args.model}. "
+                         f"Use --model se_{args.model}, or drop {flags}.")
+    return build_model(args.model, num_classes=num_classes, **options)
