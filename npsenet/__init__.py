@@ -10,6 +10,7 @@
 from . import backend, nn
 from . import optim
 from . import models, io
+from . import data
 from .init import manual_seed
 
 __version__ = "0.1.0"

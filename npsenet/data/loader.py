@@ -1,0 +1,152 @@
+"""Mini-batches for training and evaluation, reproducible and resumable.
+
+    normalize = ns.data.Normalize(*ns.data.channel_stats(train.images))
+    loader = ns.data.BatchLoader(train.images, train.labels, 128, shuffle=True,
+                                 augment=True, normalize=normalize, seed=0, device="gpu")
+    for x, y in loader:          # x float32 (B, 3, 32, 32), y int64 (B,), both on the device
+        ...
+
+Why augmentation runs on the host, in NumPy on uint8: the dataset lives in host memory as
+uint8 (a quarter of the bytes of float32), cropping and flipping are pure data movement
+that NumPy does at memory speed, and the random draws come from one NumPy generator whose
+state is easy to save, so a run gives the same batches on the CPU and on the GPU and
+after a resume. Only the finished float32 batch is copied to the device
+(``backend.to_device``), one copy per batch.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import normalize_device, to_device
+from .transforms import standard_augment
+
+
+class BatchLoader:
+    """Iterate over (x, y) mini-batches of an in-memory dataset.
+
+    Each pass (``for x, y in loader``) is one epoch. At the start of an epoch the loader's
+    own generator (``np.random.default_rng(seed)``) draws the epoch's order (a permutation
+    when ``shuffle``) and a seed for the epoch's augmentation; batch b is augmented with
+    ``default_rng([that seed, b])``. So an epoch's batches depend only on the generator's
+    state at its start, which :meth:`state_dict` saves with the epoch counter and the
+    position inside the epoch: a loader restored with :meth:`load_state_dict` continues
+    with the very batches the original would have produced, bit for bit, even from the
+    middle of an epoch.
+
+    Args:
+        images: uint8 array (N, C, H, W) in host memory (kept by reference, not copied).
+        labels: integer array (N,).
+        batch_size: images per batch; the last batch is smaller unless ``drop_last``.
+        shuffle: a new random order every epoch (training) or the stored order (evaluation).
+        augment: ``True`` for the standard CIFAR augmentation (pad-4 random crop and
+            horizontal flip, :func:`~npsenet.data.transforms.standard_augment`), ``False``
+            for none, or a callable ``(uint8 images, rng) -> uint8 images``.
+        normalize: a callable uint8 (B, C, H, W) -> float32, normally
+            :class:`~npsenet.data.Normalize` with the training set's statistics; ``None``
+            only scales to [0, 1].
+        seed: seeds the loader's generator (independent of ``ns.manual_seed``).
+        device: ``"cpu"`` or ``"gpu"``: where the batches are delivered.
+        drop_last: skip a final batch smaller than ``batch_size``.
+
+    Yields:
+        x: float32 (B, C, H, W) on ``device``; y: int64 (B,) on ``device``.
+    """
+
+    def __init__(self, images, labels, batch_size: int, *, shuffle: bool, augment, normalize,
+                 seed: int = 0, device: str = "cpu", drop_last: bool = False):
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.ndim != 4:
+            raise ValueError(f"BatchLoader: expected images (N, C, H, W), got shape "
+                             f"{images.shape}.")
+        if labels.ndim != 1 or len(labels) != len(images) or labels.dtype.kind not in "iu":
+            raise ValueError(f"BatchLoader: expected integer labels (N,) with N = {len(images)} "
+                             f"(one per image), got {labels.dtype} {labels.shape}.")
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"BatchLoader: batch_size must be a positive integer, got "
+                             f"{batch_size!r}.")
+        if augment is True:
+            augment = standard_augment
+        elif augment is False or augment is None:
+            augment = None
+        elif not callable(augment):
+            raise ValueError(f"BatchLoader: augment must be True, False or a callable "
+                             f"(images, rng) -> images, got {augment!r}.")
+        if normalize is not None and not callable(normalize):
+            raise ValueError(f"BatchLoader: normalize must be a callable such as "
+                             f"ns.data.Normalize(mean, std), or None, got {normalize!r}.")
+        self.images, self.labels = images, labels.astype(np.int64, copy=False)
+        self.batch_size, self.shuffle, self.drop_last = int(batch_size), bool(shuffle), drop_last
+        self.augment, self.normalize = augment, normalize
+        self.device = normalize_device(device)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self.epoch = 0          # the current epoch, counting from 0
+        self._position = 0      # batches of the current epoch already delivered
+        self._epoch_start = self._rng.bit_generator.state
+        self._resuming = False
+
+    def __len__(self) -> int:
+        """The number of batches per epoch."""
+        if self.drop_last:
+            return len(self.images) // self.batch_size
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def _draw_epoch(self):
+        """The current epoch's order and augmentation seed, from the state at its start."""
+        self._rng.bit_generator.state = self._epoch_start
+        count = len(self.images)
+        order = self._rng.permutation(count) if self.shuffle else np.arange(count)
+        augment_seed = int(self._rng.integers(2 ** 63))
+        return order, augment_seed
+
+    def _next_epoch(self) -> None:
+        self._draw_epoch()  # moves the generator past this epoch's draws
+        self._epoch_start = self._rng.bit_generator.state
+        self.epoch += 1
+        self._position = 0
+
+    def __iter__(self):
+        """One epoch of batches (the rest of it, right after :meth:`load_state_dict`)."""
+        if self._position >= len(self) or (self._position > 0 and not self._resuming):
+            self._next_epoch()  # the previous epoch finished, or was abandoned part-way
+        self._resuming = False
+        order, augment_seed = self._draw_epoch()
+        for index in range(self._position, len(self)):
+            batch = order[index * self.batch_size:(index + 1) * self.batch_size]
+            self._position = index + 1
+            yield self._make_batch(batch, np.random.default_rng([augment_seed, index]))
+
+    def _make_batch(self, indices, rng):
+        images = self.images[indices]
+        if self.augment is not None:
+            images = self.augment(images, rng)
+        if self.normalize is not None:
+            x = self.normalize(images)
+        else:
+            x = images.astype(np.float32) / np.float32(255.0)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return to_device(x, self.device), to_device(self.labels[indices], self.device)
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs: JSON-serialisable (plain ints and strings)."""
+        return {"seed": self.seed, "epoch": self.epoch, "position": self._position,
+                "rng_state": self._epoch_start}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output; the next pass continues where it stopped."""
+        missing = {"epoch", "position", "rng_state"} - set(state)
+        if missing:
+            raise ValueError(f"BatchLoader.load_state_dict: missing {sorted(missing)}; expected "
+                             "the dict that BatchLoader.state_dict() returns.")
+        self._rng.bit_generator.state = state["rng_state"]
+        self._epoch_start = self._rng.bit_generator.state
+        self.epoch = int(state["epoch"])
+        self._position = int(state["position"])
+        self._resuming = 0 < self._position < len(self)
+
+    def __repr__(self) -> str:
+        return (f"BatchLoader({len(self.images)} images, batch_size={self.batch_size}, "
+                f"shuffle={self.shuffle}, augment={self.augment is not None}, "
+                f"device={self.device!r}, {len(self)} batches)")
