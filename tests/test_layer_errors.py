@@ -1,0 +1,377 @@
+"""Bad input raises a ValueError that names what was expected and what came; nothing is
+half-updated after an error; backward never mutates dout; dtypes are preserved (SPEC §1)."""
+import numpy as np
+import pytest
+
+import npsenet as ns
+from npsenet.backend import to_device, to_numpy
+
+EXPECTED_GOT = r"(?s)expected.*got"
+
+
+def make_layers(dtype=np.float32):
+    """One instance of every layer with a matching input (a list of arrays), on the CPU."""
+    rng = np.random.default_rng(0)
+
+    def randn(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    return {
+        "Conv2d": (ns.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), [randn(2, 4, 5, 6)]),
+        "Linear": (ns.nn.Linear(5, 3), [randn(4, 5)]),
+        "ReLU": (ns.nn.ReLU(), [randn(2, 3, 4, 4)]),
+        "Sigmoid": (ns.nn.Sigmoid(), [randn(3, 5)]),
+        "Tanh": (ns.nn.Tanh(), [randn(3, 5)]),
+        "GlobalAvgPool2d": (ns.nn.GlobalAvgPool2d(), [randn(2, 3, 4, 5)]),
+        "GlobalMaxPool2d": (ns.nn.GlobalMaxPool2d(), [randn(2, 3, 4, 5)]),
+        "MaxPool2d": (ns.nn.MaxPool2d(3, 2, 1), [randn(2, 2, 7, 7)]),
+        "BatchNorm2d": (ns.nn.BatchNorm2d(3), [randn(4, 3, 3, 3)]),
+        "BatchNorm2d-eval": (ns.nn.BatchNorm2d(3).eval(), [randn(4, 3, 3, 3)]),
+        "ChannelScale": (ns.nn.ChannelScale(), [randn(2, 3, 4, 4), randn(2, 3)]),
+        "SEBlock": (ns.nn.SEBlock(8, reduction=4, bias=True), [randn(2, 8, 4, 4)]),
+        "SEBlock-noSqueeze": (ns.nn.SEBlock(8, reduction=4, no_squeeze=True), [randn(2, 8, 3, 3)]),
+        "Sequential": (ns.nn.Sequential(ns.nn.Conv2d(3, 4, 3, padding=1), ns.nn.BatchNorm2d(4),
+                                        ns.nn.ReLU(), ns.nn.GlobalAvgPool2d(), ns.nn.Linear(4, 2)),
+                       [randn(2, 3, 5, 5)]),
+    }
+
+
+LAYER_NAMES = sorted(make_layers())
+
+
+def layer_and_inputs(name, device, dtype=np.float32):
+    layer, inputs = make_layers(dtype)[name]
+    layer.to(device=device, dtype=dtype)
+    return layer, [to_device(a, device) for a in inputs]
+
+
+def as_tuple(g):
+    return g if isinstance(g, tuple) else (g,)
+
+
+# -- bad inputs ----------------------------------------------------------------------------------
+RANK_CASES = [
+    ("Conv2d", (4, 5, 6)), ("Linear", (4, 5, 1)), ("Linear", (5,)),
+    ("GlobalAvgPool2d", (3, 4, 5)), ("GlobalMaxPool2d", (2, 3, 4, 5, 1)),
+    ("MaxPool2d", (2, 7, 7)), ("BatchNorm2d", (4, 3)), ("SEBlock", (2, 8)),
+]
+
+
+@pytest.mark.parametrize("name, shape", RANK_CASES)
+def test_wrong_rank_is_a_value_error(name, shape, device):
+    layer, _ = layer_and_inputs(name, device)
+    x = to_device(np.zeros(shape, dtype=np.float32), device)
+    with pytest.raises(ValueError, match=r"(?s)expected a \d-D.*got shape") as info:
+        layer(x)
+    assert str(tuple(shape)) in str(info.value)
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("Conv2d", (2, 3, 5, 6)), ("Linear", (4, 6)), ("BatchNorm2d", (4, 2, 3, 3)),
+    ("SEBlock", (2, 16, 4, 4)), ("Sequential", (2, 1, 5, 5)),
+])
+def test_wrong_channel_count_is_a_value_error(name, shape, device):
+    layer, _ = layer_and_inputs(name, device)
+    x = to_device(np.zeros(shape, dtype=np.float32), device)
+    with pytest.raises(ValueError, match=r"(?s)expected \d+ channels.*got shape"):
+        layer(x)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_])
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_non_float_input_is_a_value_error(name, dtype, device):
+    layer, inputs = layer_and_inputs(name, device)
+    bad = [a.astype(dtype) for a in inputs]
+    with pytest.raises(ValueError, match=r"(?s)expected a floating-point.*got dtype"):
+        layer(*bad)
+
+
+def test_a_list_is_not_an_array():
+    with pytest.raises(ValueError, match=r"(?s)expected .*array.*got list"):
+        ns.nn.ReLU()([[1.0, -1.0]])
+
+
+@pytest.mark.parametrize("name", ["Conv2d", "Linear", "BatchNorm2d", "SEBlock", "Sequential"])
+def test_float64_input_into_a_float32_layer_is_a_value_error(name, device):
+    layer, inputs = layer_and_inputs(name, device)
+    with pytest.raises(ValueError, match=r"float64 but the parameters are float32"):
+        layer(*[a.astype(np.float64) for a in inputs])
+
+
+def test_float32_input_into_a_float64_layer_is_a_value_error():
+    conv = ns.nn.Conv2d(2, 2, 1).to(dtype=np.float64)
+    with pytest.raises(ValueError, match=r"float32 but the parameters are float64"):
+        conv(np.zeros((1, 2, 3, 3), dtype=np.float32))
+
+
+def test_empty_input_is_a_value_error():
+    with pytest.raises(ValueError, match="empty axis"):
+        ns.nn.Conv2d(2, 2, 1)(np.zeros((0, 2, 3, 3), dtype=np.float32))
+
+
+def test_channel_scale_rejects_mismatched_scales(device):
+    scale = ns.nn.ChannelScale()
+    u = to_device(np.zeros((2, 3, 4, 4), np.float32), device)
+    for s_shape in [(2, 4), (3, 3), (1, 3)]:
+        with pytest.raises(ValueError, match=r"(?s)expected scales s of shape \(2, 3\).*got"):
+            scale(u, to_device(np.zeros(s_shape, np.float32), device))
+    with pytest.raises(ValueError, match=r"expected a 2-D scales s"):
+        scale(u, to_device(np.zeros((2, 3, 1, 1), np.float32), device))
+    with pytest.raises(ValueError, match=r"scales s is float64"):
+        scale(u, to_device(np.zeros((2, 3), np.float64), device))
+
+
+# -- the loss -----------------------------------------------------------------------------------
+def test_loss_rejects_labels_out_of_range(device):
+    loss = ns.nn.SoftmaxCrossEntropy()
+    logits = to_device(np.zeros((3, 4), np.float32), device)
+    for labels in ([0, 4, 1], [-1, 0, 0], [0, 1, 100]):
+        with pytest.raises(ValueError, match=r"(?s)labels must be in \[0, 3\].*got values"):
+            loss(logits, to_device(np.array(labels), device))
+
+
+@pytest.mark.parametrize("labels", [np.array([0.0, 1.0, 2.0]), np.array([True, False, True]),
+                                    [0, 1, 2], 1])
+def test_loss_rejects_labels_that_are_not_integer_arrays(labels, device):
+    loss = ns.nn.SoftmaxCrossEntropy()
+    logits = to_device(np.zeros((3, 4), np.float32), device)
+    if hasattr(labels, "shape"):
+        labels = to_device(labels, device)
+    with pytest.raises(ValueError, match=r"(?s)expected integer class labels.*got"):
+        loss(logits, labels)
+
+
+@pytest.mark.parametrize("shape", [(2,), (4,), (3, 1), (1, 3), ()])
+def test_loss_rejects_labels_of_the_wrong_shape(shape, device):
+    loss = ns.nn.SoftmaxCrossEntropy()
+    logits = to_device(np.zeros((3, 4), np.float32), device)
+    with pytest.raises(ValueError, match=r"(?s)expected labels of shape \(3,\).*got"):
+        loss(logits, to_device(np.zeros(shape, np.int64), device))
+
+
+def test_loss_rejects_logits_of_the_wrong_rank():
+    with pytest.raises(ValueError, match=r"expected a 2-D"):
+        ns.nn.SoftmaxCrossEntropy()(np.zeros((3, 4, 1)), np.zeros(3, np.int64))
+
+
+# -- constructors -------------------------------------------------------------------------------
+@pytest.mark.parametrize("build, message", [
+    (lambda: ns.nn.Conv2d(4, 6, 3, groups=4), r"divisible by groups"),
+    (lambda: ns.nn.Conv2d(3, 6, 3, groups=2), r"divisible by groups"),
+    (lambda: ns.nn.Conv2d(3, 6, 3, padding=-1), r"padding must be an integer >= 0, got -1"),
+    (lambda: ns.nn.Conv2d(3, 6, 0), r"kernel_size must be an integer >= 1, got 0"),
+    (lambda: ns.nn.Conv2d(3, 6, 3, stride=0), r"stride must be an integer >= 1, got 0"),
+    (lambda: ns.nn.Conv2d(3, 6, (3, 5)), r"square kernels only"),
+    (lambda: ns.nn.Conv2d(3, 6, 2.5), r"kernel_size must be an integer"),
+    (lambda: ns.nn.Conv2d(0, 6, 3), r"in_channels must be an integer >= 1, got 0"),
+    (lambda: ns.nn.Conv2d(3, 6, 3, groups=0), r"groups must be an integer >= 1, got 0"),
+    (lambda: ns.nn.Conv2d(True, 6, 3), r"in_channels must be an integer"),
+    (lambda: ns.nn.Linear(0, 3), r"in_features must be an integer >= 1, got 0"),
+    (lambda: ns.nn.Linear(3, -2), r"out_features must be an integer >= 1, got -2"),
+    (lambda: ns.nn.MaxPool2d(3, padding=2), r"padding \(2\) must be at most half"),
+    (lambda: ns.nn.MaxPool2d(0), r"kernel_size must be an integer >= 1, got 0"),
+    (lambda: ns.nn.MaxPool2d(2, stride=-1), r"stride must be an integer >= 1, got -1"),
+    (lambda: ns.nn.BatchNorm2d(0), r"num_features must be an integer >= 1"),
+    (lambda: ns.nn.BatchNorm2d(3, eps=0.0), r"eps must be > 0, got 0.0"),
+    (lambda: ns.nn.BatchNorm2d(3, momentum=1.5), r"momentum must be in \[0, 1\] or None, got 1.5"),
+    (lambda: ns.nn.SoftmaxCrossEntropy(label_smoothing=-0.1), r"label_smoothing must be in"),
+    (lambda: ns.nn.SEBlock(8, squeeze="median"), r"squeeze must be one of .*got 'median'"),
+    (lambda: ns.nn.SEBlock(8, gate="softmax"), r"gate must be one of .*got 'softmax'"),
+    (lambda: ns.nn.SEBlock(8, reduction=0), r"reduction must be an integer >= 1, got 0"),
+])
+def test_bad_constructor_arguments_are_value_errors(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (ns.nn.Conv2d(2, 2, 5), (1, 2, 4, 9)),
+    (ns.nn.Conv2d(2, 2, 7, padding=1), (1, 2, 9, 4)),
+    (ns.nn.MaxPool2d(3), (1, 2, 2, 5)),
+    (ns.nn.MaxPool2d(5, padding=2, stride=1), (1, 1, 1, 0)),
+])
+def test_kernel_larger_than_the_input_is_a_value_error(layer, shape):
+    with pytest.raises(ValueError, match=r"smaller than the|empty axis"):
+        layer(np.zeros(shape, np.float32))
+
+
+# -- backward ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_backward_before_forward_is_a_value_error(name, device):
+    layer, _ = layer_and_inputs(name, device)
+    with pytest.raises(ValueError, match="before forward"):
+        layer.backward(to_device(np.zeros((2, 3, 4, 4), np.float32), device))
+
+
+def test_loss_backward_before_forward_is_a_value_error():
+    with pytest.raises(ValueError, match="before forward"):
+        ns.nn.SoftmaxCrossEntropy().backward()
+
+
+def test_backward_after_to_is_a_value_error():
+    conv = ns.nn.Conv2d(2, 2, 1)
+    conv(np.zeros((1, 2, 3, 3), np.float32))
+    conv.to(dtype=np.float64)
+    with pytest.raises(ValueError, match="before forward"):
+        conv.backward(np.zeros((1, 2, 3, 3)))
+
+
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_dout_of_the_wrong_shape_is_a_value_error_and_accumulates_nothing(name, device):
+    layer, inputs = layer_and_inputs(name, device)
+    y = layer(*inputs)
+    for bad_shape in [y.shape + (1,), (y.shape[0] + 1,) + y.shape[1:], y.shape[1:]]:
+        dout = to_device(np.zeros(bad_shape, np.float32), device)
+        with pytest.raises(ValueError, match=r"(?s)expected dout of shape.*got"):
+            layer.backward(dout)
+    with pytest.raises(ValueError, match=r"expected an array"):
+        layer.backward(None)
+    assert all(p.grad is None for p in layer.parameters())
+
+
+# -- nothing half-updated --------------------------------------------------------------------------
+def _snapshot(module):
+    return {k: to_numpy(v).copy() for k, v in module.state_dict().items()}
+
+
+def _assert_state_equal(module, snapshot):
+    state = module.state_dict()
+    assert list(state) == list(snapshot)
+    for key, value in snapshot.items():
+        np.testing.assert_array_equal(to_numpy(state[key]), value, err_msg=key)
+
+
+@pytest.mark.parametrize("bad", [
+    np.zeros((1, 3, 1, 1), np.float32),    # one value per channel: no variance
+    np.zeros((4, 2, 3, 3), np.float32),    # wrong channel count
+    np.zeros((4, 3, 3, 3), np.float64),    # wrong dtype
+    np.zeros((4, 3, 3), np.float32),       # wrong rank
+    np.zeros((4, 3, 3, 3), np.int64),      # integer input
+])
+def test_batchnorm_that_raised_keeps_its_statistics(bad, device):
+    bn = ns.nn.BatchNorm2d(3).to(device=device)
+    rng = np.random.default_rng(0)
+    bn(to_device(rng.standard_normal((4, 3, 2, 2)).astype(np.float32), device))
+    before = _snapshot(bn)
+    cache = bn.cache
+    with pytest.raises(ValueError):
+        bn(to_device(bad, device))
+    _assert_state_equal(bn, before)
+    assert int(to_numpy(bn.num_batches_tracked)) == 1
+    assert bn.cache is cache
+
+
+def test_batchnorm_with_one_value_per_channel_in_train_mode_raises_but_eval_works():
+    bn = ns.nn.BatchNorm2d(2)
+    x = np.ones((1, 2, 1, 1), np.float32)
+    with pytest.raises(ValueError, match=r"more than one value per channel.*\(1, 2, 1, 1\)"):
+        bn(x)
+    assert int(bn.num_batches_tracked) == 0
+    y = bn.eval()(x)
+    np.testing.assert_allclose(y, x / np.sqrt(1 + 1e-5), rtol=1e-6)
+
+
+def _small_net():
+    return ns.nn.Sequential(ns.nn.Conv2d(3, 4, 3), ns.nn.BatchNorm2d(4), ns.nn.ReLU(),
+                            ns.nn.GlobalAvgPool2d(), ns.nn.Linear(4, 2))
+
+
+def test_load_state_dict_with_one_bad_shape_changes_nothing(device):
+    net = _small_net().to(device=device)
+    before = _snapshot(net)
+    state = {k: np.full(v.shape, 7.0, dtype=v.dtype) for k, v in before.items()}
+    state["4.weight"] = np.zeros((3, 4), np.float32)       # the last key has the wrong shape
+    with pytest.raises(ValueError, match=r"(?s)4.weight has shape \(3, 4\).*\(2, 4\)"):
+        net.load_state_dict(state)
+    _assert_state_equal(net, before)
+
+
+def test_load_state_dict_with_a_missing_or_extra_key_changes_nothing(device):
+    net = _small_net().to(device=device)
+    before = _snapshot(net)
+    state = {k: np.full(v.shape, 7.0, dtype=v.dtype) for k, v in before.items()}
+    del state["1.running_var"]
+    with pytest.raises(ValueError, match=r"(?s)missing.*1.running_var"):
+        net.load_state_dict(state)
+    _assert_state_equal(net, before)
+    state["1.running_var"], state["5.weight"] = np.ones(4, np.float32), np.ones(2, np.float32)
+    with pytest.raises(ValueError, match=r"(?s)unexpected.*5.weight"):
+        net.load_state_dict(state)
+    _assert_state_equal(net, before)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    assert missing == [] and unexpected == ["5.weight"]
+    np.testing.assert_array_equal(to_numpy(net[0].weight.data), 7.0)
+
+
+def test_load_state_dict_keeps_dtype_and_copies(device):
+    net = _small_net().to(device=device)
+    state = {k: np.ones(v.shape, dtype=np.float64 if v.dtype.kind == "f" else v.dtype)
+             for k, v in _snapshot(net).items()}
+    net.load_state_dict(state)
+    assert net[0].weight.dtype == np.float32
+    state["0.weight"][...] = 5.0
+    assert float(to_numpy(net[0].weight.data).max()) == 1.0
+
+
+def test_a_failed_forward_keeps_the_previous_cache(device):
+    conv, (x,) = layer_and_inputs("Conv2d", device)
+    y = conv(x)
+    with pytest.raises(ValueError):
+        conv(x[:, :2])
+    dy = to_device(np.ones(y.shape, np.float32), device)
+    assert conv.backward(dy).shape == x.shape
+
+
+# -- dout is never mutated, dtypes are preserved ---------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_backward_never_mutates_dout(name, dtype, device):
+    layer, inputs = layer_and_inputs(name, device, dtype)
+    y = layer(*inputs)
+    rng = np.random.default_rng(5)
+    dout = to_device(rng.standard_normal(y.shape).astype(dtype), device)
+    kept = to_numpy(dout).copy()
+    for _ in range(2):                      # the second call accumulates into existing grads
+        grads = as_tuple(layer.backward(dout))
+        np.testing.assert_array_equal(to_numpy(dout), kept)
+        for g in grads:                     # a returned gradient must not be dout itself
+            assert g is not dout
+    for g in grads:
+        g[...] = 0                          # nor share memory with it
+    np.testing.assert_array_equal(to_numpy(dout), kept)
+
+
+def test_loss_backward_does_not_alias_its_cache():
+    loss = ns.nn.SoftmaxCrossEntropy(label_smoothing=0.1)
+    logits = np.random.default_rng(0).standard_normal((4, 5))
+    loss(logits, np.array([0, 1, 2, 3]))
+    first = loss.backward()
+    first[...] = 0
+    assert np.abs(loss.backward()).max() > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_dtype_is_preserved_through_forward_and_backward(name, dtype, device):
+    layer, inputs = layer_and_inputs(name, device, dtype)
+    y = layer(*inputs)
+    assert y.dtype == dtype
+    grads = as_tuple(layer.backward(to_device(np.ones(y.shape, dtype), device)))
+    assert all(g.dtype == dtype for g in grads)
+    for param_name, p in layer.named_parameters():
+        assert p.data.dtype == dtype and p.grad.dtype == dtype, param_name
+    for key, value in layer.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            assert value.dtype == np.int64
+        else:
+            assert value.dtype == dtype, key
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loss_keeps_the_dtype_of_the_logits(dtype, device):
+    loss = ns.nn.SoftmaxCrossEntropy(label_smoothing=0.1)
+    logits = to_device(np.random.default_rng(0).standard_normal((4, 5)).astype(dtype), device)
+    value = loss(logits, to_device(np.array([0, 4, 2, 1]), device))
+    assert value.dtype == dtype and value.shape == ()
+    assert loss.backward().dtype == dtype
+    assert loss.backward(0.5).dtype == dtype
