@@ -221,6 +221,22 @@ def test_max_pool_with_ties_routes_like_torch(device):
              np.random.default_rng(0))
 
 
+def test_max_pool_of_minus_infinity_routes_to_the_image_like_torch(device):
+    """A window whose pixels are all -inf ties with the -inf padding: the gradient must
+    reach the first pixel inside the image, as in torch, not vanish into the padding."""
+    x = np.full((1, 1, 3, 4), -np.inf)
+    x[0, 0, 2, 3] = 1.0
+    pool = ns.nn.MaxPool2d(3, stride=2, padding=1)
+    x_t = tensor(x, requires_grad=True)
+    y_t = F.max_pool2d(x_t, 3, stride=2, padding=1)
+    np.testing.assert_array_equal(to_numpy(pool(to_device(x, device))), y_t.detach().numpy())
+    dy = np.arange(1.0, 1.0 + y_t.numel()).reshape(y_t.shape)
+    y_t.backward(tensor(dy))
+    dx = pool.backward(to_device(dy, device))
+    np.testing.assert_array_equal(to_numpy(dx), x_t.grad.numpy())
+    assert to_numpy(dx).sum() == dy.sum()
+
+
 # -- BatchNorm2d -------------------------------------------------------------------------------
 def _bn_pair(c, momentum, device, rng):
     bn = ns.nn.BatchNorm2d(c, momentum=momentum).to(device=device, dtype=np.float64)

@@ -119,9 +119,10 @@ class MaxPool2d(Module):
         n, c, h, w = x_shape
         p = self.padding
         dx_pad = xp.zeros(x_pad.shape, dtype=dout.dtype)
+        inside = pad_images(xp.ones(x_shape, dtype=bool), p, value=False)  # padding never wins
         routed = xp.zeros(y.shape, dtype=bool)           # windows whose max already got dy
         for _, _, window in self._windows(x_pad, *y.shape[2:]):
-            winner = (x_pad[window] == y) & ~routed
+            winner = (x_pad[window] == y) & inside[window] & ~routed
             dx_pad[window] += dout * winner
             routed |= winner
         return dx_pad[:, :, p:p + h, p:p + w]
