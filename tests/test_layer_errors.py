@@ -375,3 +375,4 @@ def test_loss_keeps_the_dtype_of_the_logits(dtype, device):
     assert value.dtype == dtype and value.shape == ()
     assert loss.backward().dtype == dtype
     assert loss.backward(0.5).dtype == dtype
+    assert loss.backward(np.float64(0.5)).dtype == dtype   # a NumPy scalar does not promote

@@ -70,4 +70,5 @@ class SoftmaxCrossEntropy(Module):
 
     def backward(self, dloss=1.0):
         p, target = require_cache(self.cache, "SoftmaxCrossEntropy")
-        return (p - target) * (dloss / p.shape[0])
+        # cast back: a NumPy float64 dloss must not promote float32 gradients
+        return ((p - target) * (dloss / p.shape[0])).astype(p.dtype, copy=False)
