@@ -91,6 +91,14 @@ def test_a_list_is_not_an_array():
         ns.nn.ReLU()([[1.0, -1.0]])
 
 
+def test_a_torch_tensor_is_not_an_array():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"(?s)expected .*array.*got Tensor.*numpy\(\)"):
+        ns.nn.Conv2d(1, 1, 1)(torch.zeros(1, 1, 2, 2))
+    with pytest.raises(ValueError, match=r"expected integer class labels"):
+        ns.nn.SoftmaxCrossEntropy()(np.zeros((2, 3)), torch.zeros(2, dtype=torch.int64))
+
+
 @pytest.mark.parametrize("name", ["Conv2d", "Linear", "BatchNorm2d", "SEBlock", "Sequential"])
 def test_float64_input_into_a_float32_layer_is_a_value_error(name, device):
     layer, inputs = layer_and_inputs(name, device)

@@ -6,12 +6,24 @@ from __future__ import annotations
 import numpy as np
 
 
+def dtype_kind(x):
+    """NumPy's kind letter of ``x``'s dtype ("f", "i", "u", ...), or None when ``x`` is not
+    a NumPy or CuPy array (a list, a number, a torch tensor)."""
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        return None
+    try:
+        return np.dtype(x.dtype).kind
+    except TypeError:   # a dtype NumPy cannot read, e.g. torch.float32
+        return None
+
+
 def check_float_array(x, layer: str, name: str = "input"):
     """``x`` must be an array (NumPy or CuPy) of floating dtype."""
-    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+    if dtype_kind(x) is None:
         raise ValueError(f"{layer}: expected the {name} to be a NumPy or CuPy array, got "
-                         f"{type(x).__name__}. Wrap it with np.asarray(...).")
-    if np.dtype(x.dtype).kind != "f":
+                         f"{type(x).__name__}. Wrap it with np.asarray(...) (for a torch "
+                         "tensor, tensor.numpy()).")
+    if dtype_kind(x) != "f":
         raise ValueError(f"{layer}: expected a floating-point {name} (float32 or float64), "
                          f"got dtype {x.dtype}. Convert it with x.astype(np.float32).")
 

@@ -12,10 +12,8 @@ and cross-entropy are always differentiated together.)
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..backend import get_array_module
-from ._checks import check_input, require_cache
+from ._checks import check_input, dtype_kind, require_cache
 from .module import Module
 
 
@@ -49,7 +47,7 @@ class SoftmaxCrossEntropy(Module):
         check_input(logits, "SoftmaxCrossEntropy", 2, "(N, num_classes) of logits")
         xp = get_array_module(logits)
         n, k = logits.shape
-        if not hasattr(labels, "shape") or np.dtype(labels.dtype).kind not in "iu":
+        if dtype_kind(labels) not in ("i", "u"):
             raise ValueError("SoftmaxCrossEntropy: expected integer class labels (an int64 "
                              f"array of shape ({n},)), got "
                              f"{getattr(labels, 'dtype', type(labels).__name__)}.")
