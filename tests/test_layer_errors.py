@@ -384,3 +384,35 @@ def test_loss_keeps_the_dtype_of_the_logits(dtype, device):
     assert loss.backward().dtype == dtype
     assert loss.backward(0.5).dtype == dtype
     assert loss.backward(np.float64(0.5)).dtype == dtype   # a NumPy scalar does not promote
+
+
+# -- memory layout does not matter ---------------------------------------------------------------
+def _layouts(a):
+    """The same values as C-ordered, Fortran-ordered, channel-major, reversed-stride and
+    every-other-element views."""
+    yield np.ascontiguousarray(a)
+    yield np.asfortranarray(a)
+    if a.ndim >= 2:
+        yield np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, 0)), 0, 1)
+    yield np.ascontiguousarray(a[..., ::-1])[..., ::-1]
+    spread = np.zeros(tuple(2 * n for n in a.shape), a.dtype)
+    spread[tuple(slice(None, None, 2) for _ in a.shape)] = a
+    yield spread[tuple(slice(None, None, 2) for _ in a.shape)]
+
+
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_results_do_not_depend_on_the_memory_layout_of_inputs_and_dout(name):
+    layer, inputs = layer_and_inputs(name, "cpu", np.float64)
+    state = _snapshot(layer)
+    y_ref = layer(*inputs)
+    dy = np.random.default_rng(1).standard_normal(y_ref.shape)
+    results = []
+    for views in zip(*[_layouts(a) for a in inputs], _layouts(dy)):
+        layer.load_state_dict(state)
+        layer.zero_grad()
+        y = layer(*views[:-1])
+        grads = as_tuple(layer.backward(views[-1]))
+        results.append([y, *grads, *[p.grad for p in layer.parameters()]])
+    for other in results[1:]:
+        for a, b in zip(other, results[0]):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

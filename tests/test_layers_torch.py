@@ -120,6 +120,43 @@ def test_conv2d_state_dict_keys_and_torch_weights_load(device):
     assert_close(conv(to_device(x, device)), torch_conv(tensor(x)), "forward after load")
 
 
+def test_load_state_dict_takes_torch_tensors_directly(device):
+    torch_conv = torch.nn.Conv2d(2, 3, 3, groups=1).double()
+    conv = ns.nn.Conv2d(2, 3, 3).to(device=device, dtype=np.float64)
+    conv.load_state_dict(torch_conv.state_dict())
+    assert_close(conv.weight.data, torch_conv.weight, "weight")
+    assert_close(conv.bias.data, torch_conv.bias, "bias")
+
+
+# -- float32 ----------------------------------------------------------------------------------
+def test_float32_layers_match_torch_to_float32_precision(device):
+    """The default dtype: a small conv-BN-ReLU-SE stack against torch in float32."""
+    rng = np.random.default_rng(32)
+    net = ns.nn.Sequential(ns.nn.Conv2d(3, 8, 3, padding=1), ns.nn.BatchNorm2d(8),
+                           ns.nn.ReLU(), ns.nn.SEBlock(8, reduction=4, bias=True),
+                           ns.nn.MaxPool2d(2)).to(device=device)
+    torch_net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8),
+                                    torch.nn.ReLU(), TorchSE(8, 2, "avg", "sigmoid", True),
+                                    torch.nn.MaxPool2d(2))
+    torch_net.load_state_dict({k: torch.from_numpy(to_numpy(v).copy())
+                               for k, v in net.state_dict().items()})
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    x_t = torch.from_numpy(x).requires_grad_()
+    y_t = torch_net(x_t)
+    y = net(to_device(x, device))
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    y_t.backward(torch.from_numpy(dy))
+    dx = net.backward(to_device(dy, device))
+    assert y.dtype == dx.dtype == np.float32
+    np.testing.assert_allclose(to_numpy(y), y_t.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(dx), x_t.grad.numpy(), rtol=1e-4, atol=1e-5)
+    torch_grads = dict(torch_net.named_parameters())
+    for name, p in net.named_parameters():
+        assert p.grad.dtype == np.float32, name
+        np.testing.assert_allclose(to_numpy(p.grad), torch_grads[name].grad.numpy(),
+                                   rtol=1e-4, atol=1e-4, err_msg=name)
+
+
 # -- Linear -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("n, fin, fout, bias", [
     (1, 1, 1, True), (1, 7, 3, False), (4, 5, 3, True), (3, 16, 1, True), (5, 2, 9, False),
@@ -384,7 +421,7 @@ def test_se_block_gradients_accumulate_across_two_backward_calls(device):
 # -- SoftmaxCrossEntropy --------------------------------------------------------------------------
 @pytest.mark.parametrize("n, k, smoothing, scale", [
     (4, 5, 0.0, 1.0), (4, 5, 0.1, 1.0), (1, 2, 0.0, 3.0), (7, 10, 0.2, 1.0),
-    (3, 3, 1.0, 1.0), (5, 4, 0.05, 50.0), (2, 1000, 0.1, 10.0),
+    (3, 3, 1.0, 1.0), (5, 4, 0.05, 50.0), (2, 1000, 0.1, 10.0), (3, 4, 0.1, 1e4),
 ])
 def test_softmax_cross_entropy_matches_torch(n, k, smoothing, scale, device):
     rng = np.random.default_rng(n * k)
