@@ -48,8 +48,11 @@ def test_missing_cifar_says_where_it_looked_and_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         ns.data.CIFAR10(tmp_path, train=True, download=False)
     message = str(info.value)
-    assert str(tmp_path / "cifar-10-batches-py") in message
+    assert f"looked for {tmp_path / 'cifar-10-batches-py'}, which does not exist" in message
     assert "--data-dir" in message and "download=True" in message
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    with pytest.raises(FileNotFoundError, match="lacks batches.meta, data_batch_1, .*data_batch_5"):
+        ns.data.CIFAR10(tmp_path / "cifar-10-batches-py", train=True)
     with pytest.raises(FileNotFoundError, match="cifar-100-python"):
         ns.data.get_dataset("cifar100", data_dir=tmp_path)
 
@@ -270,6 +273,17 @@ def test_loader_resumes_bit_for_bit(small, stop_after):
         np.testing.assert_array_equal(y1, y2)
     fresh = [y for _, y in _loader(images, labels)]  # and it is not just the first epoch again
     assert not np.array_equal(np.concatenate(fresh), np.concatenate([y for _, y in resumed[:4]]))
+
+
+def test_loader_delivers_batches_on_the_device(small, device):
+    images, labels = small
+    loader = _loader(images, labels, device=device)
+    x, y = next(iter(loader))
+    xp = ns.backend.array_module_for(device)
+    assert isinstance(x, xp.ndarray) and isinstance(y, xp.ndarray)
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    on_cpu = next(iter(_loader(images, labels, device="cpu")))
+    np.testing.assert_array_equal(ns.backend.to_numpy(x), on_cpu[0])  # same batches everywhere
 
 
 def test_loader_rejects_bad_arguments(small):

@@ -65,26 +65,27 @@ class CIFAR10:
     def _find_folder(self, root, download: bool) -> Path:
         folder_name = archive_info(self.name).folder
         root = Path(cache_dir() if root is None else root).expanduser()
-        if root.name == folder_name and (root / self.meta_file).is_file():
-            return root  # the dataset folder itself was given
-        folder = root / folder_name
+        # root holds the dataset folder, or (friendlier) is that folder itself
+        folder = root if root.name == folder_name else root / folder_name
+        if download and not self._complete(folder):
+            download_cifar(self.name, folder.parent)
         if self._complete(folder):
             return folder
-        if download:
-            download_cifar(self.name, root)
-            if self._complete(folder):
-                return folder
-        missing = [f for f in (self.meta_file, *self.train_files, *self.test_files)
-                   if not (folder / f).is_file()]
+        if folder.is_dir():
+            missing = [f for f in self._needed_files() if not (folder / f).is_file()]
+            found = f"looked in {folder}, which lacks {', '.join(missing)}"
+        else:
+            found = f"looked for {folder}, which does not exist"
         raise FileNotFoundError(
-            f"{type(self).__name__} not found: looked in {folder} and it lacks "
-            f"{', '.join(missing)}. Point to the folder that holds {folder_name}/ (the command "
+            f"{type(self).__name__} not found: {found}. Point to the folder that holds {folder_name}/ (the command "
             f"line's --data-dir DIR, or root=DIR), or let it be downloaded "
             f"({type(self).__name__}(root, download=True); `npsenet train` downloads it).")
 
+    def _needed_files(self) -> tuple:
+        return (self.meta_file, *(self.train_files if self.train else self.test_files))
+
     def _complete(self, folder: Path) -> bool:
-        needed = (self.meta_file, *(self.train_files if self.train else self.test_files))
-        return all((folder / f).is_file() for f in needed)
+        return all((folder / f).is_file() for f in self._needed_files())
 
     def _class_names(self, meta: dict) -> list:
         return _names(meta, self.names_key, self.num_classes, self.folder / self.meta_file)

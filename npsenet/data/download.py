@@ -18,6 +18,7 @@ platform's cache folder: ``$XDG_CACHE_HOME/npsenet`` or ``~/.cache/npsenet`` on 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import sys
@@ -124,7 +125,7 @@ def fetch(url: str, destination: Path, *, md5: str, size: int | None, progress: 
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
         partial.unlink(missing_ok=True)
         raise RuntimeError(
             f"could not download {url}: {error}. Check the internet connection and try again, "

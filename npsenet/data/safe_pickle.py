@@ -44,6 +44,9 @@ ALLOWED_GLOBALS = {
     ("builtins", "bytes"): bytes,  # protocol 2 writes an empty bytes object as bytes()
 }
 
+# Protocol 2 spells Python 3's builtins module by its Python 2 name.
+PYTHON2_MODULES = {"__builtin__": "builtins"}
+
 
 class CifarUnpickler(pickle.Unpickler):
     """A ``pickle.Unpickler`` that resolves only :data:`ALLOWED_GLOBALS`.
@@ -57,6 +60,7 @@ class CifarUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module, name):
+        module = PYTHON2_MODULES.get(module, module)
         allowed = ALLOWED_GLOBALS.get((module, name))
         if allowed is None:
             raise pickle.UnpicklingError(
