@@ -185,6 +185,38 @@ def batchnorm2d_train_backward(x, gamma, dy, eps):
     return dx, dgamma, dbeta
 
 
+def se_block_forward(u, w1, b1, w2, b2, squeeze="avg", gate="sigmoid"):
+    """The SE block of the paper, one sample and one channel at a time:
+
+        z_c = 1/(H W) sum_{i,j} u_c(i, j)      (or the max, for squeeze="max")
+        a = W1 z + b1,  b = W2 max(a, 0) + b2,  s = gate(b)
+        x~_c = s_c u_c
+
+    Shapes: u (N, C, H, W), w1 (C/r, C), w2 (C, C/r), biases (C/r,), (C,) or None.
+    Returns ``(x~, s)`` with s of shape (N, C).
+    """
+    n_batch, channels, height, width = u.shape
+    hidden = w1.shape[0]
+    gates = {"sigmoid": lambda v: 1.0 / (1.0 + math.exp(-v)), "tanh": math.tanh,
+             "relu": lambda v: max(v, 0.0)}
+    out = np.zeros(u.shape)
+    s = np.zeros((n_batch, channels))
+    for n in range(n_batch):
+        pixels = [[u[n, c, i, j] for i in range(height) for j in range(width)]
+                  for c in range(channels)]
+        z = [sum(p) / len(p) if squeeze == "avg" else max(p) for p in pixels]
+        a = [sum(w1[k, c] * z[c] for c in range(channels)) + (0.0 if b1 is None else b1[k])
+             for k in range(hidden)]
+        for c in range(channels):
+            b = sum(w2[c, k] * max(a[k], 0.0) for k in range(hidden)) \
+                + (0.0 if b2 is None else b2[c])
+            s[n, c] = gates[gate](b)
+            for i in range(height):
+                for j in range(width):
+                    out[n, c, i, j] = s[n, c] * u[n, c, i, j]
+    return out, s
+
+
 def softmax_cross_entropy(logits, labels, label_smoothing=0.0):
     """L = -1/N sum_n sum_k q[n, k] log p[n, k] with q = (1 - eps) onehot + eps / K,
     and dL/dlogits = (p - q) / N. Returns ``(loss, dlogits)``."""

@@ -402,6 +402,24 @@ def test_se_block_matches_a_torch_se_module(case, device):
     assert_close(se.gate_values, torch_se.gate(tensor(x)), "gate values s")
 
 
+@pytest.mark.parametrize("gate, bias", [("sigmoid", False), ("tanh", True), ("sigmoid", True)])
+def test_no_squeeze_se_block_matches_torch_1x1_convolutions(gate, bias, device):
+    """The paper's NoSqueeze ablation: s = gate(W2 δ(W1 u)) at every position, x̃ = s ⊙ u."""
+    rng = np.random.default_rng(7)
+    se = ns.nn.SEBlock(8, 4, gate=gate, bias=bias, no_squeeze=True)
+    se.to(device=device, dtype=np.float64)
+    fc1 = torch.nn.Conv2d(8, 2, 1, bias=bias).double()
+    fc2 = torch.nn.Conv2d(2, 8, 1, bias=bias).double()
+    torch_se = torch.nn.ModuleDict({"fc1": fc1, "fc2": fc2})
+    torch_se.load_state_dict({k: torch.from_numpy(to_numpy(v).copy())
+                              for k, v in se.state_dict().items()})
+    act = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}[gate]
+    params = [(name, (p, dict(torch_se.named_parameters())[name]))
+              for name, p in se.named_parameters()]
+    run_both(se, lambda u: u * act(fc2(torch.relu(fc1(u)))), [rng.standard_normal((2, 8, 3, 4))],
+             device, rng, params)
+
+
 def test_se_block_gradients_accumulate_across_two_backward_calls(device):
     rng = np.random.default_rng(17)
     se = ns.nn.SEBlock(8, 4, bias=True).to(device=device, dtype=np.float64)

@@ -230,6 +230,37 @@ def test_squeeze_and_scale_are_right_or_raise_a_value_error(shape, layer, seed):
     close(y, np.array(expected))
 
 
+@SETTINGS
+@given(channels=mostly([1, 2, 4, 8], [0]), reduction=mostly([1, 2, 4, 16], [0, -1]),
+       squeeze=mostly(["avg", "max"], ["mean", ""]), gate=mostly(["sigmoid", "tanh", "relu"],
+                                                                  ["softmax"]),
+       bias=st.booleans(), n=mostly([1, 2], [0]), channel_offset=mostly([0], [1]),
+       h=mostly([1, 2, 3], [0]), w=mostly([1, 2, 3], [0]), seed=st.integers(0, 2**16))
+def test_se_block_is_right_or_raises_a_value_error(channels, reduction, squeeze, gate, bias, n,
+                                                   channel_offset, h, w, seed):
+    valid_args = (channels >= 1 and reduction >= 1 and squeeze in ("avg", "max")
+                  and gate in ("sigmoid", "tanh", "relu"))
+    status, se = run(lambda: ns.nn.SEBlock(channels, reduction, squeeze=squeeze, gate=gate,
+                                           bias=bias).to(dtype=np.float64))
+    assert (status == "ok") == valid_args, se
+    if not valid_args:
+        return
+    assert se.hidden == max(1, channels // reduction)
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal((n, channels + channel_offset, h, w))
+    valid_input = channel_offset == 0 and min(n, h, w) >= 1
+    status, y = run(lambda: se(u))
+    assert (status == "ok") == valid_input, y
+    if not valid_input:
+        return
+    y_ref, s_ref = reference.se_block_forward(
+        u, se.fc1.weight.data, se.fc1.bias.data if bias else None, se.fc2.weight.data,
+        se.fc2.bias.data if bias else None, squeeze, gate)
+    close(y, y_ref)
+    close(se.gate_values, s_ref)
+    assert se.backward(rng.standard_normal(y.shape)).shape == u.shape
+
+
 @pytest.mark.parametrize("name", ["ReLU", "Sigmoid", "Tanh"])
 @SETTINGS
 @given(shape=st.lists(st.integers(0, 4), min_size=0, max_size=4), seed=st.integers(0, 2**16))
