@@ -1,0 +1,381 @@
+"""The ResNet / SE-ResNet family: parameter counts, state_dict keys, every SE option, and
+gradient checks of the blocks and of a small network end to end."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npsenet as ns
+from npsenet.gradcheck import check_layer, numerical_gradient, relative_error
+from npsenet.models import PLACEMENTS, BasicBlock, Bottleneck, ResNet
+
+GRAD_TOL = 1e-7
+# Blocks and networks compose up to ~30 layers: central differences then carry a round-off
+# of ~1e-16 |L| / h in each entry, which the elementwise relative error divides by the
+# smallest gradient entries (~1e-5). A correct backward stays near 1e-8..1e-7; a wrong one
+# is off by far more than 1e-6.
+COMPOSITE_TOL = 1e-6
+
+
+def count(model):
+    return sum(p.size for p in model.parameters())
+
+
+def se_config(**overrides):
+    """The full SE configuration dict that ResNet and the blocks take."""
+    config = {"reduction": 2, "squeeze": "avg", "gate": "sigmoid", "bias": True,
+              "placement": "standard", "se_stages": [1, 2, 3], "no_squeeze": False}
+    config.update(overrides)
+    return config
+
+
+def block_se(**overrides):
+    config = se_config(**overrides)
+    return {"placement": config.pop("placement"),
+            "block": {k: config[k] for k in ("reduction", "squeeze", "gate", "bias", "no_squeeze")}}
+
+
+# -- parameter counts (SPEC §2) ------------------------------------------------------------
+@pytest.mark.parametrize("build, expected", [
+    (lambda: ns.models.se_resnet20(), 274_490),
+    (lambda: ns.models.resnet20(), 272_474),
+    (lambda: ns.models.se_resnet56(), 861_818),
+    (lambda: ns.models.se_resnet50(), 28_088_024),
+    (lambda: ns.models.se_resnet50(bias=False), 28_071_976),
+    (lambda: ns.models.resnet50(), 25_557_032),
+])
+def test_parameter_counts_match_the_spec(build, expected):
+    assert count(build()) == expected
+
+
+def test_se_hidden_width_and_cifar_se_count():
+    # SE adds 2 C (C // 16) weights per block, no biases on CIFAR: 3 blocks per stage
+    expected = 3 * sum(2 * c * max(1, c // 16) for c in (16, 32, 64))
+    assert count(ns.models.se_resnet20()) - count(ns.models.resnet20()) == expected
+    model = ns.models.se_resnet20(reduction=4)
+    assert model.layer1[0].se.fc1.weight.shape == (4, 16)
+    assert model.layer3[2].se.fc2.weight.shape == (64, 16)
+
+
+def test_deeper_models_grow_as_expected():
+    # each extra block per stage adds the same number of parameters
+    step = count(ns.models.resnet32()) - count(ns.models.resnet20())   # 2 blocks per stage
+    assert count(ns.models.resnet56()) - count(ns.models.resnet32()) == 2 * step
+    assert count(ns.models.resnet110()) - count(ns.models.resnet56()) == 9 * step / 2
+
+
+# -- state_dict keys (torchvision's) -------------------------------------------------------
+def test_state_dict_keys_are_torchvisions():
+    keys = ns.models.se_resnet20().state_dict()
+    for key in ["conv1.weight", "bn1.weight", "bn1.running_var", "bn1.num_batches_tracked",
+                "layer1.0.conv1.weight", "layer1.0.bn2.bias", "layer1.0.se.fc1.weight",
+                "layer1.0.se.fc2.weight", "layer2.0.downsample.0.weight",
+                "layer2.0.downsample.1.running_mean", "layer3.2.conv2.weight",
+                "fc.weight", "fc.bias"]:
+        assert key in keys, key
+    assert "layer1.0.se.fc1.bias" not in keys          # CIFAR SE has no biases by default
+    assert "layer1.0.downsample.0.weight" not in keys  # no projection where shapes agree
+    assert keys["layer1.0.se.fc1.weight"].shape == (1, 16)
+    assert keys["bn1.num_batches_tracked"].dtype == np.int64
+
+    keys50 = ns.models.se_resnet50().state_dict()
+    for key in ["layer1.0.conv3.weight", "layer1.0.bn3.running_var", "layer1.0.downsample.0.weight",
+                "layer4.2.se.fc1.bias", "layer4.2.se.fc2.weight", "fc.bias"]:
+        assert key in keys50, key
+    assert keys50["layer4.2.se.fc1.weight"].shape == (128, 2048)
+    assert keys50["fc.weight"].shape == (1000, 2048)
+    assert keys50["conv1.weight"].shape == (64, 3, 7, 7)
+
+
+def test_initialisation_is_torchvisions():
+    ns.manual_seed(0)
+    model = ns.models.se_resnet56()
+    w = model.layer3[0].conv2.weight.data                 # (64, 64, 3, 3): fan_out = 576
+    assert abs(w.std() - np.sqrt(2 / 576)) < 0.05 * np.sqrt(2 / 576)
+    bn = model.layer2[1].bn1
+    assert np.all(bn.weight.data == 1) and np.all(bn.bias.data == 0)
+    bound = 1 / np.sqrt(64)                               # fc: PyTorch's default
+    assert np.abs(model.fc.weight.data).max() <= bound
+    assert model.conv1.weight.dtype == np.float32
+
+
+# -- names, options, rebuilding ----------------------------------------------------------
+def test_every_model_name_builds_with_name_and_options():
+    import json
+    for name in ns.models.MODEL_NAMES:
+        if name.endswith(("101", "152")):
+            continue  # large; the factories are the same code as for 50
+        model = ns.models.build_model(name)
+        assert model.name == name
+        json.dumps(model.options)
+        rebuilt = ns.models.build_model(name, **model.options)
+        assert rebuilt.options == model.options
+        assert count(rebuilt) == count(model)
+
+
+def test_options_record_everything():
+    model = ns.models.se_resnet20(num_classes=100, reduction=8, squeeze="max", gate="tanh",
+                                  bias=True, placement="pre", se_stages=(3, 1), no_squeeze=True)
+    assert model.options == {"num_classes": 100, "reduction": 8, "squeeze": "max",
+                             "gate": "tanh", "bias": True, "placement": "pre",
+                             "se_stages": [1, 3], "no_squeeze": True}
+    assert ns.models.resnet20(num_classes=7).options == {"num_classes": 7}
+    assert ns.models.se_resnet50().options["bias"] is True
+    assert ns.models.se_resnet20().options["bias"] is False
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"placement": "inside"}, "placement"),
+    ({"se_stages": [0]}, "se_stages"),
+    ({"se_stages": [4]}, "se_stages"),
+    ({"reduction": 0}, "reduction"),
+    ({"squeeze": "median"}, "squeeze"),
+    ({"gate": "softmax"}, "gate"),
+    ({"dropout": 0.5}, "unknown"),
+])
+def test_bad_options_raise_clear_errors(bad, words):
+    with pytest.raises(ValueError, match=words):
+        ns.models.se_resnet20(**bad)
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="unknown model"):
+        ns.models.build_model("se_resnet18")
+
+
+# -- every SE option runs forward and backward ------------------------------------------
+@pytest.mark.parametrize("options", [
+    {"placement": p} for p in PLACEMENTS] + [
+    {"squeeze": "max"}, {"gate": "tanh"}, {"gate": "relu"}, {"bias": True},
+    {"se_stages": [2]}, {"no_squeeze": True}, {"reduction": 64}])
+def test_se_resnet20_forward_backward_shapes(options, rng):
+    model = ns.models.se_resnet20(**options)
+    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    logits = model(x)
+    assert logits.shape == (2, 10) and logits.dtype == np.float32
+    dx = model.backward(rng.standard_normal((2, 10)).astype(np.float32))
+    assert dx.shape == x.shape
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape, name
+    gates = ns.models.gate_values(model)
+    stages = options.get("se_stages", [1, 2, 3])
+    assert sorted({k.split(".")[0] for k in gates}) == [f"layer{s}" for s in stages]
+
+
+def test_se_channels_follow_the_placement():
+    pre = ns.models.se_resnet20(placement="pre")
+    assert pre.layer2[0].se.channels == 16        # the block's input
+    assert pre.layer2[1].se.channels == 32
+    for placement in ("standard", "post", "identity"):
+        assert ns.models.se_resnet20(placement=placement).layer2[0].se.channels == 32
+
+
+def test_gate_values_shapes_and_range(rng):
+    model = ns.models.se_resnet20()
+    with pytest.raises(ValueError, match="forward"):
+        ns.models.gate_values(model)
+    model(rng.standard_normal((3, 3, 8, 8)).astype(np.float32))
+    gates = ns.models.gate_values(model)
+    assert list(gates)[0] == "layer1.0.se" and len(gates) == 9
+    assert gates["layer2.1.se"].shape == (3, 32)
+    assert all(np.all((s > 0) & (s < 1)) for s in gates.values())
+    with pytest.raises(ValueError, match="no SE"):
+        ns.models.gate_values(ns.models.resnet20())
+
+
+def test_placements_compute_different_functions(rng):
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    outputs = []
+    for placement in PLACEMENTS:
+        ns.manual_seed(3)
+        outputs.append(ns.models.se_resnet20(placement=placement).eval()(x))
+    for i in range(len(outputs)):
+        for j in range(i):
+            assert not np.allclose(outputs[i], outputs[j])
+
+
+def test_plain_resnet_has_no_se():
+    model = ns.models.resnet20()
+    assert not any(isinstance(m, ns.nn.SEBlock) for m in model.modules())
+
+
+# -- the "no SE in the last stage" ablation ----------------------------------------------
+def test_dropping_se_from_the_last_stage_cuts_its_extra_parameters():
+    base = count(ns.models.resnet50())
+    extra_all = count(ns.models.se_resnet50()) - base
+    extra_123 = count(ns.models.se_resnet50(se_stages=[1, 2, 3])) - base
+    ratio_all, ratio_123 = extra_all / base, extra_123 / base
+    # the paper (Sec. 7): ~10% more parameters, ~4% without SE in the last stage
+    assert 0.095 < ratio_all < 0.105
+    assert 0.035 < ratio_123 < 0.04
+    assert extra_all - extra_123 == 3 * (2 * 2048 * 128 + 128 + 2048)
+
+
+# -- gradient checks (float64, random upstream gradient) -------------------------------------
+# In train mode batch norm re-centres every pre-activation, so no choice of input keeps the
+# ReLUs' inputs away from their kink by construction. Instead the checks draw inputs until
+# every ReLU input of the forward pass is at least KINK_MARGIN from 0: a finite-difference
+# step (at most 2e-4 in one weight) then never crosses a kink.
+KINK_MARGIN = 1e-3
+
+
+@pytest.fixture
+def relu_margin(monkeypatch):
+    """A list that collects min |x| of every ReLU forward (how close a pass came to a kink)."""
+    seen = []
+    forward = ns.nn.ReLU.forward
+
+    def recording_forward(self, x):
+        seen.append(float(np.abs(x).min()))
+        return forward(self, x)
+
+    monkeypatch.setattr(ns.nn.ReLU, "forward", recording_forward)
+    return seen
+
+
+def kink_free_input(layer, shape, rng, relu_margin, *rest):
+    """A float64 input of ``shape`` whose forward pass keeps every ReLU input off its kink."""
+    for _ in range(100):
+        x = rng.standard_normal(shape)
+        relu_margin.clear()
+        layer(x, *rest)
+        if min(relu_margin, default=1.0) > KINK_MARGIN:
+            return x
+    raise AssertionError("no input kept the ReLUs off their kinks; lower KINK_MARGIN")
+
+
+def test_se_block_gradients(rng):
+    se = ns.nn.SEBlock(8, reduction=2, bias=True).to(dtype=np.float64)
+    errors = check_layer(se, rng.standard_normal((2, 8, 4, 4)))
+    assert max(errors.values()) < GRAD_TOL, errors
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+@pytest.mark.parametrize("stride, in_channels", [(2, 4), (1, 6)])
+def test_basic_block_gradients_in_train_mode(placement, stride, in_channels, rng, relu_margin):
+    ns.manual_seed(1)
+    block = BasicBlock(in_channels, 6, stride, block_se(placement=placement)).to(dtype=np.float64)
+    assert (block.downsample is not None) == (stride == 2)
+    x = kink_free_input(block, (2, in_channels, 5, 5), rng, relu_margin)
+    errors = check_layer(block, x)
+    assert max(errors.values()) < COMPOSITE_TOL, errors
+
+
+def test_basic_block_gradients_in_eval_mode(rng, relu_margin):
+    ns.manual_seed(2)
+    block = BasicBlock(4, 6, 2, block_se(gate="tanh")).to(dtype=np.float64)
+    block(rng.standard_normal((4, 4, 5, 5)))            # running statistics move off 0 and 1
+    block.eval()
+    errors = check_layer(block, kink_free_input(block, (2, 4, 5, 5), rng, relu_margin))
+    assert max(errors.values()) < GRAD_TOL, errors
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_bottleneck_gradients(placement, rng, relu_margin):
+    ns.manual_seed(4)
+    block = Bottleneck(8, 3, 2, block_se(placement=placement)).to(dtype=np.float64)
+    errors = check_layer(block, kink_free_input(block, (2, 8, 6, 6), rng, relu_margin))
+    assert max(errors.values()) < COMPOSITE_TOL, errors
+
+
+def test_no_squeeze_block_gradients(rng, relu_margin):
+    ns.manual_seed(5)
+    block = BasicBlock(4, 4, 1, block_se(no_squeeze=True)).to(dtype=np.float64)
+    errors = check_layer(block, kink_free_input(block, (2, 4, 4, 4), rng, relu_margin))
+    assert max(errors.values()) < COMPOSITE_TOL, errors
+
+
+class WithLoss(ns.nn.Module):
+    """model followed by the cross-entropy loss: (x, labels) -> scalar."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.loss = ns.nn.SoftmaxCrossEntropy()
+
+    def forward(self, x, labels):
+        return self.loss(self.model(x), labels)
+
+    def backward(self, dloss):
+        return self.model.backward(self.loss.backward(dloss))
+
+
+@pytest.mark.parametrize("imagenet_stem, size, checked", [
+    (False, 8, ["conv1.weight", "bn1.bias", "layer1.0.se.fc1.weight", "layer2.0.downsample.0.weight",
+                "layer3.0.bn2.weight", "layer3.0.se.fc2.weight", "fc.weight", "fc.bias"]),
+    (True, 20, ["conv1.weight", "layer1.0.conv2.weight", "layer2.0.downsample.0.weight",
+                "layer3.0.se.fc2.weight", "fc.weight"]),
+])
+def test_small_network_gradients_end_to_end(imagenet_stem, size, checked, rng, relu_margin):
+    """A depth-8 network (one narrow block per stage) with the loss, BN in train mode.
+
+    A few parameters from every part of the network are checked, and the input gradient
+    of the CIFAR one (all of them would take minutes; the blocks are checked in full above).
+    """
+    ns.manual_seed(6)
+    block, widths = (Bottleneck, (2, 3, 4)) if imagenet_stem else (BasicBlock, (4, 6, 8))
+    model = ResNet(block, (1, 1, 1), widths, num_classes=5, imagenet_stem=imagenet_stem,
+                   se=se_config(se_stages=[1, 3])).to(dtype=np.float64)
+    loss_fn = ns.nn.SoftmaxCrossEntropy()
+    labels = np.array([1, 4])
+    net = WithLoss(model)
+    x = kink_free_input(net, (2, 3, size, size), rng, relu_margin, labels)
+    dloss = np.array(rng.standard_normal())
+
+    def loss():
+        return loss_fn(model(x), labels)
+
+    loss()
+    model.zero_grad()
+    dx = model.backward(loss_fn.backward(dloss))
+    params = dict(model.named_parameters())
+    errors = {}
+    if not imagenet_stem:  # 2,400 input entries at 20x20: conv1.weight covers the stem
+        errors["input"] = relative_error(dx, numerical_gradient(loss, x, dloss))
+    for name in checked:
+        errors[name] = relative_error(params[name].grad,
+                                      numerical_gradient(loss, params[name].data, dloss))
+    assert max(errors.values()) < COMPOSITE_TOL, errors
+
+
+def test_se_resnet50_forward_backward_runs(rng):
+    model = ns.models.se_resnet50(num_classes=10)
+    x = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)
+    logits = model(x)
+    assert logits.shape == (2, 10)
+    assert np.all(np.isfinite(logits))
+    dx = model.backward(np.ones((2, 10), dtype=np.float32))
+    assert dx.shape == x.shape and np.all(np.isfinite(dx))
+    assert model.layer4[2].se.fc1.bias.grad.shape == (128,)
+
+
+def test_gradients_accumulate_until_zero_grad(rng):
+    model = ns.models.se_resnet20().to(dtype=np.float64)
+    x = rng.standard_normal((2, 3, 8, 8))
+    dout = rng.standard_normal((2, 10))
+    model.eval()
+    model(x)
+    model.backward(dout)
+    once = model.layer1[0].se.fc1.weight.grad.copy()
+    model(x)
+    model.backward(dout)
+    np.testing.assert_allclose(model.layer1[0].se.fc1.weight.grad, 2 * once)
+    model.zero_grad()
+    assert model.fc.weight.grad is None
+
+
+def test_backward_does_not_mutate_dout(rng):
+    model = ns.models.se_resnet20(placement="identity")
+    model(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    dout = rng.standard_normal((2, 10)).astype(np.float32)
+    before = dout.copy()
+    model.backward(dout)
+    np.testing.assert_array_equal(dout, before)
+
+
+def test_wrong_input_raises_clear_error(rng):
+    model = ns.models.se_resnet20()
+    with pytest.raises(ValueError, match="channels"):
+        model(rng.standard_normal((2, 1, 8, 8)).astype(np.float32))
+    with pytest.raises(ValueError, match="float64"):
+        model(rng.standard_normal((2, 3, 8, 8)))
