@@ -225,3 +225,29 @@ def test_the_published_checksums_are_the_defaults():
         "c58f30108f718f92721af3b95e74349a", 170_498_071, "cifar-10-batches-py")
     assert download.ARCHIVES["cifar100"].md5 == "eb9058c3a382ffc7106e4002c42a8d85"
     assert download.ARCHIVES["cifar100"].size == 169_001_437
+
+
+def test_an_interrupted_download_leaves_no_partial_file(server, tmp_path, monkeypatch):
+    base, served = server
+    tarball = _serve_archive(served)
+
+    class Interrupt:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            raise KeyboardInterrupt  # Ctrl-C after the first chunk was written
+
+    monkeypatch.setattr(download, "_progress_bar", Interrupt)
+    root = tmp_path / "data"
+    root.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        download.fetch(f"{base}/{tarball.name}", root / tarball.name, md5=_md5(tarball),
+                       size=None, progress=True)
+    assert list(root.iterdir()) == []

@@ -125,8 +125,10 @@ def fetch(url: str, destination: Path, *, md5: str, size: int | None, progress: 
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+    except BaseException as error:  # Ctrl-C included: never leave a partial file behind
         partial.unlink(missing_ok=True)
+        if not isinstance(error, (urllib.error.URLError, http.client.HTTPException, OSError)):
+            raise
         raise RuntimeError(
             f"could not download {url}: {error}. Check the internet connection and try again, "
             f"or download the file by hand and put it at {destination} (its MD5 must be "

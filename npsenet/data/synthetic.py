@@ -71,8 +71,9 @@ class SyntheticCIFAR:
         seed: fixes the images; the train and test splits of one seed differ.
 
     Attributes:
-        images: uint8 array (N, 3, 32, 32); labels: int64 (N,); classes: 10 names such as
-        ``"red 0°"`` (colour and stripe orientation).
+        images: uint8 array (N, 3, 32, 32).
+        labels: int64 array (N,).
+        classes: the 10 class names, colour and stripe orientation, such as ``"red 0°"``.
     """
 
     def __init__(self, train: bool = True, num_samples: int | None = None, seed: int = 0):
