@@ -6,7 +6,9 @@ import builtins
 import io
 import os
 import pickle
+import struct
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +76,33 @@ def test_the_unpickler_accepts_what_cifar_files_contain(tmp_path, protocol):
     loaded = load_cifar_pickle(path)
     np.testing.assert_array_equal(loaded[b"data"], batch[b"data"])
     assert loaded[b"labels"] == [3, 1, 4] and loaded[b"filenames"][2] == b""
+
+
+def _python2_batch_pickle(data: np.ndarray, labels) -> bytes:
+    """A batch pickled as the official files were: Python 2, protocol 2, strings as
+    SHORT_BINSTRING/BINSTRING and the array under ``numpy.core.multiarray._reconstruct``."""
+    def short(text: bytes) -> bytes:
+        return b"U" + bytes([len(text)]) + text
+    raw = data.tobytes()
+    rows, cols = data.shape
+    return (b"\x80\x02}(" + short(b"data")
+            + b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + short(b"b")
+            + b"\x87R(K\x01K" + bytes([rows]) + b"M" + struct.pack("<H", cols) + b"\x86"
+            + b"cnumpy\ndtype\n" + short(b"u1") + b"K\x00K\x01\x87R(K\x03" + short(b"|")
+            + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89"
+            + b"T" + struct.pack("<I", len(raw)) + raw + b"tb"
+            + short(b"labels") + b"](" + b"".join(b"K" + bytes([k]) for k in labels) + b"eu.")
+
+
+def test_the_unpickler_reads_the_official_python2_layout(tmp_path):
+    data = (np.arange(3 * 3072) % 251).astype(np.uint8).reshape(3, 3072)
+    folder = _write_cifar_folder(tmp_path, _python2_batch_pickle(data, [7, 0, 9]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecated numpy.core import either
+        test = ns.data.CIFAR10(folder, train=False)
+    np.testing.assert_array_equal(test.images.reshape(3, -1), data)
+    np.testing.assert_array_equal(test.labels, [7, 0, 9])
+    assert test.classes[9] == "class9"
 
 
 def test_codecs_encode_is_allowed_only_for_latin1(tmp_path):
