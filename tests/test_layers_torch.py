@@ -34,7 +34,7 @@ def tensor(a, requires_grad=False):
 def run_both(layer, torch_fn, inputs, device, rng, torch_params=()):
     """Forward and backward of ``layer`` and of ``torch_fn`` on the same float64 inputs
     and a random upstream gradient; compare outputs, input gradients and parameter
-    gradients (``torch_params``: (npsenet Parameter, torch tensor) pairs)."""
+    gradients (``torch_params``: ``(name, (npsenet Parameter, torch leaf tensor))``)."""
     tin = [tensor(a, requires_grad=True) for a in inputs]
     y_t = torch_fn(*tin)
     y = layer(*[to_device(a, device) for a in inputs])
@@ -43,11 +43,11 @@ def run_both(layer, torch_fn, inputs, device, rng, torch_params=()):
     y_t.backward(tensor(dy))
     grads = layer.backward(to_device(dy, device))
     grads = grads if isinstance(grads, tuple) else (grads,)
+    assert len(grads) == len(tin), "backward must return one gradient per float input"
     for i, (g, t) in enumerate(zip(grads, tin)):
         assert_close(g, t.grad, f"d input {i}")
     for name, (p, t) in torch_params:
         assert_close(p.grad, t.grad, f"d {name}")
-    return y, dy
 
 
 # -- Conv2d ------------------------------------------------------------------------------
