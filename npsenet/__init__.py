@@ -7,12 +7,11 @@
     loss = loss_fn(logits, labels)
     model.backward(loss_fn.backward())     # hand-written backward through every layer
 """
-from . import backend, nn
-from . import optim
-from . import models, io
-from . import data
+from . import backend, data, io, models, nn, optim
 from .init import manual_seed
+from .summary import summary
+from .nn import no_grad
 
 __version__ = "0.1.0"
 
-__all__ = ["backend", "nn", "models", "io", "manual_seed", "__version__"]
+__all__ = ["backend", "data", "io", "models", "nn", "optim", "manual_seed", "no_grad", "__version__"]

@@ -283,10 +283,6 @@ def test_batchnorm_that_raised_keeps_its_statistics(bad, device):
     assert bn.cache is cache
 
 
-@pytest.mark.xfail(strict=True, reason="BatchNorm2d._update_running_stats (npsenet/nn/norm.py) "
-                   "increments num_batches_tracked in place while it replaces running_mean and "
-                   "running_var with new arrays, so a state_dict taken before a training step "
-                   "ends up with the old statistics but the new count")
 def test_a_state_dict_taken_before_a_training_step_keeps_all_its_values():
     bn = ns.nn.BatchNorm2d(2)
     state = bn.state_dict()

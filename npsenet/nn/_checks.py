@@ -66,13 +66,6 @@ def check_dout(dout, expected_shape, layer: str):
                          f"(the shape of the forward output), got {tuple(dout.shape)}.")
 
 
-def require_cache(cache, layer: str):
-    if cache is None:
-        raise ValueError(f"{layer}.backward was called before forward (or after .to(), which "
-                         "drops the cache). Run forward on a batch first.")
-    return cache
-
-
 def positive_int(value, what: str, layer: str, minimum: int = 1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{layer}: {what} must be an integer >= {minimum}, got {value!r}.")

@@ -13,7 +13,7 @@ Shapes are unchanged, any rank; the dtype is the input's.
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ._checks import check_dout, check_float_array, require_cache
+from ._checks import check_dout, check_float_array
 from .module import Module
 
 
@@ -32,8 +32,9 @@ class ReLU(Module):
         return xp.maximum(x, 0)
 
     def backward(self, dout):
-        mask = require_cache(self.cache, "ReLU")
+        mask = self.saved_cache()
         check_dout(dout, mask.shape, "ReLU")
+        self.release_cache()
         return dout * mask
 
 
@@ -59,8 +60,9 @@ class Sigmoid(Module):
         return y
 
     def backward(self, dout):
-        y = require_cache(self.cache, "Sigmoid")
+        y = self.saved_cache()
         check_dout(dout, y.shape, "Sigmoid")
+        self.release_cache()
         return dout * y * (1 - y)
 
 
@@ -78,6 +80,7 @@ class Tanh(Module):
         return y
 
     def backward(self, dout):
-        y = require_cache(self.cache, "Tanh")
+        y = self.saved_cache()
         check_dout(dout, y.shape, "Tanh")
+        self.release_cache()
         return dout * (1 - y * y)

@@ -37,7 +37,7 @@ import math
 
 from ..backend import get_array_module
 from .. import init
-from ._checks import check_dout, check_input, pair, positive_int, require_cache
+from ._checks import check_dout, check_input, pair, positive_int
 from .module import Module, Parameter
 
 
@@ -174,22 +174,27 @@ class Conv2d(Module):
                              f"than the kernel ({k}x{k}) even after padding {p}. Use a larger "
                              "input or more padding.")
         cols = im2col(x, k, s, p).reshape(g, -1, n * ho * wo)            # (g, K, N L)
+        # Cache x, not cols: cols is k*k times larger, and rebuilding it in backward costs
+        # less time than holding it costs memory (x is the previous layer's output anyway).
+        self.cache = x
         w_mat = self.weight.data.reshape(g, self.out_channels // g, -1)   # (g, C_out/g, K)
         y_cnhw = xp.matmul(w_mat, cols).reshape(self.out_channels, n, ho, wo)
         if self.bias is not None:
             y_cnhw += self.bias.data.reshape(-1, 1, 1, 1)
-        self.cache = (x.shape, cols)
         return y_cnhw.transpose(1, 0, 2, 3)          # (N, C_out, H', W'), channel-major memory
 
     def backward(self, dout):
-        x_shape, cols = require_cache(self.cache, "Conv2d")
+        x = self.saved_cache()
+        x_shape = x.shape
         n = x_shape[0]
         g, k, p = self.groups, self.kernel_size, self.padding
         ho, wo = self.output_shape(x_shape)[2:]
         check_dout(dout, (n, self.out_channels, ho, wo), "Conv2d")
+        self.release_cache()
         xp = get_array_module(dout)
         # dy as (g, C_out/g, N L); a free view when dout is channel-major, one copy otherwise
         dy = dout.transpose(1, 0, 2, 3).reshape(g, self.out_channels // g, n * ho * wo)
+        cols = im2col(x, k, self.stride, p).reshape(g, -1, n * ho * wo)
         # dL/dW_mat = dy_mat @ cols^T, computed as (cols @ dy_mat^T)^T: the same numbers,
         # but BLAS runs this orientation ~1.5x faster for our tall, thin matrices
         dw = xp.matmul(cols, dy.swapaxes(-1, -2)).swapaxes(-1, -2)

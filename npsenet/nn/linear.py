@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from .. import init
-from ._checks import check_dout, check_input, positive_int, require_cache
+from ._checks import check_dout, check_input, positive_int
 from .module import Module, Parameter
 
 
@@ -43,8 +43,9 @@ class Linear(Module):
         return y
 
     def backward(self, dout):
-        x = require_cache(self.cache, "Linear")
+        x = self.saved_cache()
         check_dout(dout, (x.shape[0], self.out_features), "Linear")
+        self.release_cache()
         self.weight.accumulate_grad(dout.T @ x)
         if self.bias is not None:
             self.bias.accumulate_grad(dout.sum(axis=0))

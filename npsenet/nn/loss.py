@@ -13,7 +13,7 @@ and cross-entropy are always differentiated together.)
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ._checks import check_input, dtype_kind, require_cache
+from ._checks import check_input, dtype_kind
 from .module import Module
 
 
@@ -67,6 +67,7 @@ class SoftmaxCrossEntropy(Module):
         return loss
 
     def backward(self, dloss=1.0):
-        p, target = require_cache(self.cache, "SoftmaxCrossEntropy")
+        p, target = self.saved_cache()
+        self.release_cache()
         # cast back: a NumPy float64 dloss must not promote float32 gradients
         return ((p - target) * (dloss / p.shape[0])).astype(p.dtype, copy=False)

@@ -17,6 +17,34 @@ import numpy as np
 
 from ..backend import array_module_for, device_of, normalize_device, to_device, to_numpy
 
+_grad_enabled = True
+
+
+class no_grad:
+    """Run forward passes without keeping what backward would need, like ``torch.no_grad()``.
+
+        with ns.no_grad():
+            logits = model(x)        # evaluation: less memory, a little faster
+
+    Inside the block, layers store no cache (assignments to ``self.cache`` are dropped), so
+    calling ``backward`` afterwards raises an error that says so.
+    """
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous, _grad_enabled = _grad_enabled, False
+        return self
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous
+        return False
+
+
+def is_grad_enabled() -> bool:
+    """False inside ``with ns.no_grad():``."""
+    return _grad_enabled
+
 
 class Parameter:
     """A learnable array and its gradient.
@@ -69,6 +97,8 @@ class Module:
 
     # -- registration ---------------------------------------------------------
     def __setattr__(self, name, value):
+        if name == "cache" and not _grad_enabled:
+            value = None  # under no_grad(): keep nothing for a backward pass
         if "_parameters" not in self.__dict__:
             raise RuntimeError(
                 f"{type(self).__name__}.__init__ must call super().__init__() before "
@@ -231,6 +261,24 @@ class Module:
                 object.__setattr__(mod, name, convert(getattr(mod, name)))
             mod._clear_cache()
         return self
+
+    def saved_cache(self):
+        """What the last forward stored for backward (``self.cache``); an error if nothing is.
+
+        Backward reads it, checks ``dout``, then calls :meth:`release_cache`: it frees the
+        cache as PyTorch frees its graph, so between steps only the parameters stay in memory,
+        and a rejected ``dout`` leaves the cache in place for a corrected call.
+        """
+        cache = self.__dict__.get("cache")
+        if cache is None:
+            raise ValueError(
+                f"{type(self).__name__}.backward was called before forward: nothing is cached. "
+                "Run forward first; backward releases the cache, so each backward needs its "
+                "own forward (and a forward under ns.no_grad(), or a .to() call, keeps nothing).")
+        return cache
+
+    def release_cache(self):
+        object.__setattr__(self, "cache", None)
 
     def _clear_cache(self):
         """Drop the arrays a forward pass cached for backward (they may be on another device)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from ._checks import check_dout, check_input, positive_int, require_cache
+from ._checks import check_dout, check_input, positive_int
 from .module import Module, Parameter
 
 _AXES = (0, 2, 3)  # the axes a channel's statistics run over
@@ -92,21 +92,22 @@ class BatchNorm2d(Module):
         return y
 
     def _update_running_stats(self, mean, var, m):
-        self.num_batches_tracked += 1
+        # new arrays rather than in-place updates, so a state_dict taken earlier keeps its values
+        self.num_batches_tracked = self.num_batches_tracked + 1
         if self.momentum is None:  # cumulative moving average
             factor = 1.0 / float(self.num_batches_tracked)
         else:
             factor = self.momentum
         unbiased = var * (m / (m - 1))
-        # new arrays rather than in-place updates, so a state_dict taken earlier keeps its values
         self.running_mean = ((1 - factor) * self.running_mean + factor * mean).astype(
             self.running_mean.dtype, copy=False)
         self.running_var = ((1 - factor) * self.running_var + factor * unbiased).astype(
             self.running_var.dtype, copy=False)
 
     def backward(self, dout):
-        xhat, inv_std, training = require_cache(self.cache, "BatchNorm2d")
+        xhat, inv_std, training = self.saved_cache()
         check_dout(dout, xhat.shape, "BatchNorm2d")
+        self.release_cache()
         gamma = self.weight.data
         sum_dy = dout.sum(axis=_AXES)
         sum_dy_xhat = (dout * xhat).sum(axis=_AXES)

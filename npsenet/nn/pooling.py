@@ -5,7 +5,7 @@ See ``notebooks/03_squeeze.ipynb``.
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ._checks import check_dout, check_input, pair, require_cache
+from ._checks import check_dout, check_input, pair
 from .conv import conv_output_size, pad_images
 from .module import Module
 
@@ -24,15 +24,17 @@ class GlobalAvgPool2d(Module):
 
     def forward(self, u):
         check_input(u, "GlobalAvgPool2d", 4, "(N, C, H, W)")
-        self.cache = u.shape
+        self.cache = u
         return u.mean(axis=(2, 3))
 
     def backward(self, dout):
-        shape = require_cache(self.cache, "GlobalAvgPool2d")
-        check_dout(dout, shape[:2], "GlobalAvgPool2d")
+        u = self.saved_cache()
+        check_dout(dout, u.shape[:2], "GlobalAvgPool2d")
+        self.release_cache()
         xp = get_array_module(dout)
-        share = dout / (shape[2] * shape[3])
-        return xp.broadcast_to(share[:, :, None, None], shape).copy()
+        du = xp.empty_like(u, dtype=dout.dtype)   # same memory layout as u (see conv.py)
+        du[...] = (dout / (u.shape[2] * u.shape[3]))[:, :, None, None]
+        return du
 
 
 class GlobalMaxPool2d(Module):
@@ -57,8 +59,9 @@ class GlobalMaxPool2d(Module):
         return xp.take_along_axis(flat, idx[:, :, None], axis=2)[:, :, 0]
 
     def backward(self, dout):
-        shape, idx = require_cache(self.cache, "GlobalMaxPool2d")
+        shape, idx = self.saved_cache()
         check_dout(dout, shape[:2], "GlobalMaxPool2d")
+        self.release_cache()
         xp = get_array_module(dout)
         n, c, h, w = shape
         one_hot = xp.arange(h * w) == idx[:, :, None]              # (N, C, H*W)
@@ -113,8 +116,9 @@ class MaxPool2d(Module):
         return y
 
     def backward(self, dout):
-        x_shape, x_pad, y = require_cache(self.cache, "MaxPool2d")
+        x_shape, x_pad, y = self.saved_cache()
         check_dout(dout, y.shape, "MaxPool2d")
+        self.release_cache()
         xp = get_array_module(dout)
         n, c, h, w = x_shape
         p = self.padding

@@ -18,7 +18,7 @@ the gate s that was computed from U, so its gradient is the sum of both:
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ._checks import check_dout, check_input, positive_int, require_cache
+from ._checks import check_dout, check_input, positive_int
 from .activation import ReLU, Sigmoid, Tanh
 from .conv import Conv2d
 from .linear import Linear
@@ -51,8 +51,9 @@ class ChannelScale(Module):
         return u * s[:, :, None, None]
 
     def backward(self, dout):
-        u, s = require_cache(self.cache, "ChannelScale")
+        u, s = self.saved_cache()
         check_dout(dout, u.shape, "ChannelScale")
+        self.release_cache()
         du = dout * s[:, :, None, None]
         ds = (dout * u).sum(axis=(2, 3))
         return du, ds
@@ -126,8 +127,9 @@ class SEBlock(Module):
         return out
 
     def backward(self, dout):
-        u, s = require_cache(self.cache, "SEBlock")
+        u, s = self.saved_cache()
         check_dout(dout, u.shape, "SEBlock")
+        self.release_cache()
         if self.no_squeeze:
             du_direct = dout * s
             ds = dout * u
