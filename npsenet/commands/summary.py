@@ -1,0 +1,102 @@
+"""``npsenet summary``: a model's layers, output shapes, parameters and multiply-adds.
+
+    npsenet summary                                  # SE-ResNet-20 on 32x32 inputs
+    npsenet summary --model se_resnet50              # 224x224 by default for ImageNet models
+    npsenet summary --model se_resnet50 --compare    # what SE adds over ResNet-50
+    npsenet summary --model se_resnet56 --se-stages 1,2 --compare
+
+How MACs are counted is documented in :mod:`npsenet.summary`.
+"""
+from __future__ import annotations
+
+import argparse
+
+from . import add_device_argument
+from ..models.options import add_model_arguments, model_from_args
+
+CIFAR_INPUT, IMAGENET_INPUT = 32, 224
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_parser(sub):
+    p = sub.add_parser("summary", help="per-layer shapes, parameters and multiply-adds",
+                       description="Run one forward pass on zeros and print, for every layer, "
+                                   "its output shape, parameter count and multiply-adds "
+                                   "(MACs), then the totals. --compare sets an SE model "
+                                   "beside the plain ResNet of the same depth.")
+    add_model_arguments(p)
+    p.add_argument("--input-size", type=_positive_int, default=None, metavar="H",
+                   help=f"height and width of the input (default: {CIFAR_INPUT} for the CIFAR "
+                        f"models, {IMAGENET_INPUT} for the ImageNet ones)")
+    p.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
+                   help="images in the input batch; MACs are for the whole batch (default: 1)")
+    p.add_argument("--num-classes", type=_positive_int, default=None, metavar="K",
+                   help="outputs of fc (default: 10 for the CIFAR models, 1000 for the "
+                        "ImageNet ones)")
+    p.add_argument("--compare", action="store_true",
+                   help="print only the totals of the SE model and of the plain ResNet of the "
+                        "same depth, and what SE adds")
+    add_device_argument(p)
+    p.set_defaults(func=run)
+
+
+def _is_imagenet(name):
+    return name.endswith(("50", "101", "152"))
+
+
+def run(args):
+    from ..summary import summary
+
+    imagenet = _is_imagenet(args.model)
+    size = args.input_size or (IMAGENET_INPUT if imagenet else CIFAR_INPUT)
+    num_classes = args.num_classes or (1000 if imagenet else 10)
+    shape = (args.batch_size, 3, size, size)
+    if not args.compare:
+        model = model_from_args(args, num_classes).to(device=args.device)
+        print(summary(model, shape))
+        return 0
+
+    plain_name = args.model[3:] if args.model.startswith("se_") else args.model
+    se_args = argparse.Namespace(**dict(vars(args), model="se_" + plain_name))
+    plain_args = argparse.Namespace(**dict(vars(args), model=plain_name))
+    for option in ("reduction", "squeeze", "gate", "se_bias", "placement", "se_stages"):
+        setattr(plain_args, option, None)
+    plain_args.no_squeeze = False
+    with_se = summary(model_from_args(se_args, num_classes).to(device=args.device), shape)
+    plain = summary(model_from_args(plain_args, num_classes).to(device=args.device), shape)
+    print(compare_table(plain, with_se))
+    return 0
+
+
+def compare_table(plain, with_se):
+    """The totals of a plain ResNet and its SE twin, and SE's share, as text."""
+    extra_params = with_se.total_params - plain.total_params
+    extra_macs = with_se.total_macs - plain.total_macs
+    rows = [("", "parameters", "MACs"),
+            (plain.title, f"{plain.total_params:,}", f"{plain.total_macs:,}"),
+            (with_se.title, f"{with_se.total_params:,}", f"{with_se.total_macs:,}"),
+            ("SE adds", f"{extra_params:,} (+{100 * extra_params / plain.total_params:.2f}%)",
+             f"{extra_macs:,} (+{100 * extra_macs / plain.total_macs:.2f}%)")]
+    by_kind = {}
+    for row in with_se.rows:
+        if "se" in row.name.split("."):
+            by_kind[row.kind] = by_kind.get(row.kind, 0) + row.macs
+    parts = {"Linear": "excitation FC layers", "Conv2d": "excitation 1x1 convolutions",
+             "GlobalAvgPool2d": "squeeze (average pooling)", "scale": "scale"}
+    for kind, label in parts.items():
+        if by_kind.get(kind):
+            rows.append((f"  {label}", "", f"{by_kind[kind]:,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"input {with_se.input_shape}"]
+    lines += ["  ".join([r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].rjust(widths[2])])
+              for r in rows]
+    return "\n".join(lines)
