@@ -6,9 +6,10 @@
     274490
     >>> print(s)                                   # doctest: +SKIP
 
-``summary`` runs one forward pass on zeros in eval mode and records, for every leaf layer
-in the order it ran, its output shape, its parameter count and its MACs for the whole
-input batch. The model's training mode, caches and SE gate values are restored afterwards.
+``summary`` runs one forward pass on zeros in eval mode, under ``ns.no_grad()``, and
+records, for every leaf layer in the order it ran, its output shape, its parameter count
+and its MACs for the whole input batch. The model keeps its training mode, state and SE
+gate values; like any forward under ``no_grad``, it leaves nothing cached for backward.
 
 How MACs are counted (one multiply-add = 1):
 
@@ -35,7 +36,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .nn import BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear, SEBlock
+from .nn import BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear, SEBlock, no_grad
 
 Row = namedtuple("Row", ["name", "kind", "output_shape", "params", "macs"])
 
@@ -140,12 +141,12 @@ def summary(model, input_shape):
             if name:
                 record(name, module)
         model.eval()
-        model(model.xp.zeros(input_shape, dtype=dtype))
+        with no_grad():
+            model(model.xp.zeros(input_shape, dtype=dtype))
     finally:
         for _, module in modules:
             module.__dict__.pop("forward", None)
             object.__setattr__(module, "training", modes[id(module)])
-            module._clear_cache()
             if id(module) in gates:
                 module.gate_values = gates[id(module)]
     title = getattr(model, "name", None) or type(model).__name__
