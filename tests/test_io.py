@@ -128,3 +128,9 @@ def test_save_needs_a_named_model_and_json_meta(tmp_path):
     with pytest.raises(ValueError, match="JSON"):
         ns.io.save_model(tmp_path / "x.npz", ns.models.resnet20(), meta={"w": np.zeros(2)})
     assert os.listdir(tmp_path) == []
+
+
+def test_load_onto_each_device(tmp_path, device):
+    ns.io.save_model(tmp_path / "c.npz", ns.models.se_resnet20().to(device=device))
+    model = ns.io.load_model(tmp_path / "c.npz", device=device)
+    assert model.device == device

@@ -379,3 +379,13 @@ def test_wrong_input_raises_clear_error(rng):
         model(rng.standard_normal((2, 1, 8, 8)).astype(np.float32))
     with pytest.raises(ValueError, match="float64"):
         model(rng.standard_normal((2, 3, 8, 8)))
+
+
+def test_forward_backward_and_gates_on_each_device(device, rng):
+    model = ns.models.se_resnet20(placement="post").to(device=device)
+    x = ns.backend.to_device(rng.standard_normal((2, 3, 8, 8)).astype(np.float32), device)
+    logits = model(x)
+    assert ns.backend.device_of(logits) == device
+    dx = model.backward(ns.backend.to_device(np.ones((2, 10), dtype=np.float32), device))
+    assert ns.backend.device_of(dx) == device and dx.shape == x.shape
+    assert isinstance(ns.models.gate_values(model)["layer3.2.se"], np.ndarray)

@@ -193,7 +193,7 @@ def test_resnet20_matches_pytorch():
 
 def test_se_resnet50_matches_pytorch():
     ns.manual_seed(2)
-    compare(ns.models.se_resnet50(num_classes=10), (2, 3, 64, 64))
+    compare(ns.models.se_resnet50(num_classes=10), (2, 3, 48, 48))
 
 
 def test_torch_state_dict_loads_as_it_is_and_back():
