@@ -117,7 +117,7 @@ def test_sgd_state_dict_round_trip_continues_identically(rng):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(lr=-0.1), "lr"), (dict(lr=0.0), "lr"), (dict(lr=float("nan")), "lr"),
+    (dict(lr=-0.1), "lr"), (dict(lr=float("inf")), "lr"), (dict(lr=float("nan")), "lr"),
     (dict(lr="0.1"), "lr"), (dict(lr=0.1, momentum=-0.5), "momentum"),
     (dict(lr=0.1, momentum=1.0), "momentum"), (dict(lr=0.1, weight_decay=-1e-4), "weight_decay"),
     (dict(lr=0.1, nesterov=True), "nesterov"), (dict(lr=0.1, momentum=0.9, nesterov="yes"),

@@ -34,9 +34,7 @@ def _check_number(value, name, minimum=0.0):
 
 def _hyperparameters(lr, momentum, weight_decay, nesterov):
     """Validated ``(lr, momentum, weight_decay, nesterov)`` as Python floats and a bool."""
-    lr = _check_number(lr, "lr")
-    if lr == 0.0:
-        raise ValueError("SGD: lr must be > 0, got 0. A typical value for CIFAR is 0.1.")
+    lr = _check_number(lr, "lr")  # 0 is allowed, as in PyTorch: a schedule may end there
     momentum = _check_number(momentum, "momentum")
     if momentum >= 1.0:
         raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}; "
@@ -55,7 +53,7 @@ class SGD:
 
     Args:
         params: an iterable of :class:`~npsenet.nn.Parameter` (``model.parameters()``).
-        lr: the learning rate (> 0); schedules change ``optimizer.lr`` between steps.
+        lr: the learning rate (>= 0); schedules change ``optimizer.lr`` between steps.
         momentum: mu in [0, 1); 0 disables the momentum buffer.
         weight_decay: lambda >= 0, the coefficient of the L2 term added to each gradient.
         nesterov: use Nesterov momentum (needs ``momentum > 0``).

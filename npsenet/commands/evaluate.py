@@ -1,0 +1,41 @@
+"""``npsenet eval``: the test accuracy of a saved model.
+
+    npsenet eval --checkpoint runs/se_resnet20-cifar10/checkpoint.npz
+    test loss: 0.4312
+    test accuracy: 0.8671
+"""
+from __future__ import annotations
+
+from .train import add_data_arguments, positive_int
+
+
+def add_parser(sub):
+    from ..train import DATASETS
+    from . import add_device_argument
+
+    p = sub.add_parser(
+        "eval", help="test accuracy of a checkpoint",
+        description="Evaluate a checkpoint (written by npsenet train or ns.io.save_model) on a "
+                    "test set and print its loss and accuracy. The dataset and the input "
+                    "normalisation default to those the model was trained with.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="a checkpoint.npz file")
+    add_data_arguments(p, DATASETS, None)
+    p.add_argument("--batch-size", type=positive_int, default=256,
+                   help="images per forward pass (default 256)")
+    p.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
+                   help="evaluate only the first N test images")
+    add_device_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from ..train import evaluate_checkpoint
+
+    loss, accuracy, count = evaluate_checkpoint(
+        args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
+        batch_size=args.batch_size, limit_test=args.limit_test,
+        download=args.download is not False)
+    print(f"test loss: {loss:.4f} ({count} images)")
+    print(f"test accuracy: {accuracy:.4f}")
+    return 0

@@ -1,0 +1,176 @@
+"""``npsenet train``: train an (SE-)ResNet on CIFAR-10/100 or the synthetic dataset.
+
+    npsenet train                                   # SE-ResNet-20 on CIFAR-10 (downloaded if missing)
+    npsenet train --dataset synthetic --epochs 2    # a quick offline run
+    npsenet train --resume runs/se_resnet20-cifar10 # continue a stopped run, bit for bit
+
+Exit codes: 0 when the run finishes; 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when a signal
+stopped it after writing a checkpoint (resume it with ``--resume``); 2 for a usage error
+or a diverged run (NaN/Inf loss; the last good checkpoint is kept).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text):
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def add_data_arguments(group, datasets, dataset_default):
+    """--dataset, --data-dir and --download/--no-download (shared with ``npsenet eval``)."""
+    group.add_argument("--dataset", choices=datasets, default=dataset_default,
+                       help="cifar10, cifar100, or synthetic (generated, offline)")
+    group.add_argument("--data-dir", default=None, metavar="DIR",
+                       help="the folder that holds cifar-10-batches-py/ or cifar-100-python/ "
+                            "(default: the cache folder, $NPSENET_DATA or ~/.cache/npsenet)")
+    group.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
+                       help="download CIFAR when it is missing from the data folder "
+                            "(default: yes; --no-download to fail instead)")
+
+
+# the settings a resumed run keeps from its checkpoint: (argparse dest, config key)
+TRAINING_FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+                  "momentum": "momentum", "weight_decay": "weight_decay",
+                  "label_smoothing": "label_smoothing", "schedule": "schedule",
+                  "warmup_epochs": "warmup_epochs", "seed": "seed", "limit_train": "limit_train",
+                  "limit_test": "limit_test", "dataset": "dataset", "out": "out"}
+
+
+def add_parser(sub):
+    from ..models.options import add_model_arguments
+    from ..train import DATASETS, SCHEDULES, default_config
+    from . import add_device_argument
+
+    d = default_config()
+    p = sub.add_parser(
+        "train", help="train an SE-ResNet with per-epoch metrics, checkpoints and curves",
+        description="Train a model with SGD (momentum 0.9, weight decay 5e-4), pad-4 crop and "
+                    "flip augmentation, and a cosine learning-rate schedule after a linear "
+                    "warm-up. Writes OUT/metrics.csv, OUT/curves.png and OUT/checkpoint.npz "
+                    "every epoch. Ctrl-C or SIGTERM saves a checkpoint and exits (130/143); "
+                    "--resume OUT continues exactly where it stopped.")
+    add_model_arguments(p)
+    data = p.add_argument_group("data")
+    add_data_arguments(data, DATASETS, None)
+    data.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
+                      help="use only the first N training images")
+    data.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
+                      help="use only the first N test images")
+    opt = p.add_argument_group("training")
+    opt.add_argument("--epochs", type=positive_int, default=None,
+                     help=f"number of epochs (default {d['epochs']})")
+    opt.add_argument("--batch-size", type=positive_int, default=None,
+                     help=f"images per step (default {d['batch_size']})")
+    opt.add_argument("--lr", type=non_negative_float, default=None,
+                     help=f"peak learning rate (default {d['lr']})")
+    opt.add_argument("--momentum", type=non_negative_float, default=None,
+                     help=f"SGD momentum (default {d['momentum']})")
+    opt.add_argument("--weight-decay", type=non_negative_float, default=None,
+                     help=f"L2 weight decay (default {d['weight_decay']})")
+    opt.add_argument("--label-smoothing", type=non_negative_float, default=None,
+                     help=f"label smoothing of the loss (default {d['label_smoothing']})")
+    opt.add_argument("--schedule", choices=SCHEDULES, default=None,
+                     help="cosine (with linear warm-up; default) or multistep (/10 at 50%% "
+                          "and 75%% of the run)")
+    opt.add_argument("--warmup-epochs", type=non_negative_int, default=None,
+                     help=f"epochs of linear warm-up for cosine (default {d['warmup_epochs']})")
+    opt.add_argument("--seed", type=non_negative_int, default=None,
+                     help=f"seeds the initial weights and the batches (default {d['seed']})")
+    run_group = p.add_argument_group("run")
+    run_group.add_argument("--out", default=None, metavar="DIR",
+                           help="output folder (default runs/<model>-<dataset>)")
+    run_group.add_argument("--resume", default=None, metavar="DIR",
+                           help="continue the run saved in DIR with its saved settings")
+    run_group.add_argument("--no-progress", action="store_true",
+                           help="no progress bars (the per-epoch lines are still printed)")
+    add_device_argument(p)
+    # None marks "not given", so --resume can tell the settings it must not change
+    p.set_defaults(func=run, model=None, device=None)
+
+
+def run(args):
+    from .. import train as training
+
+    if args.resume:
+        given = [f"--{dest.replace('_', '-')}" for dest in TRAINING_FLAGS
+                 if getattr(args, dest) is not None]
+        if given:
+            raise ValueError(f"--resume continues a run with the settings saved in its "
+                             f"checkpoint, so {', '.join(given)} cannot be given with it "
+                             "(only --device, --data-dir, --download and --no-progress can). "
+                             "Start a new run with --out DIR to change them.")
+        trainer = training.resume_trainer(args.resume, device=args.device,
+                                          data_dir=args.data_dir, download=args.download,
+                                          progress=not args.no_progress)
+        epochs = trainer.config["epochs"]
+        if trainer.epoch >= epochs:
+            print(f"{args.resume} already finished its {epochs} epochs; nothing to do.")
+            return 0
+        print(f"resuming {args.resume} at epoch {trainer.epoch + 1}/{epochs}"
+              + (f", step {trainer.step_in_epoch + 1}" if trainer.step_in_epoch else ""),
+              flush=True)
+    else:
+        trainer = _new_run(args, training)
+    try:
+        trainer.fit()
+    except training.TrainingInterrupted as stop:
+        print(stop, file=sys.stderr, flush=True)
+        return 128 + stop.signum
+    last = trainer.metrics[-1]
+    print(f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} epochs; "
+          f"{trainer.out_dir}/ holds checkpoint.npz, metrics.csv and curves.png")
+    return 0
+
+
+def _new_run(args, training):
+    from ..models.options import DEFAULT_MODEL, model_from_args, model_options_from_args
+
+    args.model = args.model or DEFAULT_MODEL
+    dataset = args.dataset or "cifar10"
+    model_from_args(args, num_classes=10)  # checks the SE options against --model
+    settings = {key: getattr(args, dest) for dest, key in TRAINING_FLAGS.items()
+                if dest != "out" and getattr(args, dest) is not None}
+    settings.update(dataset=dataset, model_options=model_options_from_args(args),
+                    data_dir=args.data_dir, download=args.download is not False,
+                    device=args.device or "cpu")
+    config = training.default_config(**settings)
+    out = Path(args.out or f"runs/{args.model}-{dataset}")
+    if (out / training.CHECKPOINT_NAME).exists():
+        raise ValueError(f"{out} already holds a run ({training.CHECKPOINT_NAME}); continue it "
+                         f"with --resume {out}, or choose another --out.")
+    print(f"training {config['model']} on {dataset} for {config['epochs']} epochs "
+          f"(batch {config['batch_size']}, lr {config['lr']}, {config['schedule']} schedule) "
+          f"on the {config['device']}; writing to {out}/", flush=True)
+    return training.build_trainer(config, out, progress=not args.no_progress)

@@ -1,0 +1,154 @@
+"""The trainer and the `train` / `eval` commands, on tiny synthetic runs."""
+import csv
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import npsenet as ns
+from npsenet import cli
+from npsenet import train as training
+
+TINY = dict(model="resnet20", dataset="synthetic", epochs=3, batch_size=32, limit_train=128,
+            limit_test=64, warmup_epochs=0, lr=0.05)
+TINY_FLAGS = ["--model", "resnet20", "--dataset", "synthetic", "--batch-size", "32",
+              "--limit-train", "64", "--limit-test", "32", "--warmup-epochs", "0",
+              "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Three epochs trained without a break; the checkpoint after epoch 1 is copied aside."""
+    out = tmp_path_factory.mktemp("run")
+    trainer = training.build_trainer(training.default_config(**TINY), out, progress=False)
+    trainer.fit(1)
+    snapshot = tmp_path_factory.mktemp("after_epoch_1")
+    shutil.copy(out / training.CHECKPOINT_NAME, snapshot / training.CHECKPOINT_NAME)
+    trainer.fit()
+    return trainer, out, snapshot
+
+
+def test_a_run_writes_metrics_curves_and_a_checkpoint(tiny_run):
+    trainer, out, _ = tiny_run
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == training.METRIC_COLUMNS
+    assert [r[0] for r in rows[1:]] == ["1", "2", "3"]
+    parsed = training.read_metrics(out / "metrics.csv")
+    for row, kept in zip(parsed, trainer.metrics):
+        assert row["test_acc"] == pytest.approx(kept["test_acc"], rel=1e-5)
+        assert 0.0 <= row["train_acc"] <= 1.0 and row["epoch_seconds"] > 0
+        assert row["images_per_second"] > 0
+    assert parsed[0]["lr"] == pytest.approx(0.05)
+    assert parsed[1]["lr"] < parsed[0]["lr"]  # the cosine schedule decays
+    png = (out / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as archive:
+        assert "conv1.weight" in archive.files
+        assert any(k.startswith("__extra__/optimizer/momentum_buffer/") for k in archive.files)
+    model = ns.io.load_model(out / "checkpoint.npz")
+    assert model.name == "resnet20"
+    for key, value in trainer.model.state_dict().items():
+        assert np.array_equal(model.state_dict()[key], value), key
+    ckpt = ns.io.load_checkpoint(out / "checkpoint.npz")
+    assert ckpt.meta["config"]["batch_size"] == 32 and ckpt.meta["epoch"] == 3
+    assert ckpt.extra["metrics/test_acc"].tolist() == [r["test_acc"] for r in trainer.metrics]
+
+
+def test_the_loss_goes_down_and_accuracy_rises_above_chance(tiny_run):
+    metrics = tiny_run[0].metrics
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] - 0.1
+    assert metrics[-1]["train_acc"] > 0.15  # ten classes: chance is 0.1
+
+
+def test_resume_after_an_epoch_is_bit_identical(tiny_run, tmp_path):
+    trainer, _, snapshot = tiny_run
+    shutil.copytree(snapshot, tmp_path / "resumed")
+    resumed = training.resume_trainer(tmp_path / "resumed", progress=False)
+    assert resumed.epoch == 1 and resumed.optimizer.lr == trainer.metrics[1]["lr"]
+    resumed.fit()
+    expected = trainer.model.state_dict()
+    got = resumed.model.state_dict()
+    assert list(got) == list(expected)
+    for key in expected:
+        assert got[key].dtype == expected[key].dtype
+        assert np.array_equal(got[key], expected[key]), key
+    for a, b in zip(resumed.optimizer.momentum_buffers, trainer.optimizer.momentum_buffers):
+        assert np.array_equal(a, b)
+    assert [r["test_loss"] for r in resumed.metrics] == [r["test_loss"] for r in trainer.metrics]
+
+
+def test_eval_command_prints_the_accuracy(tiny_run, capsys):
+    trainer, out, _ = tiny_run
+    assert cli.main(["eval", "--checkpoint", str(out / "checkpoint.npz"),
+                     "--limit-test", "64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    accuracy = [line for line in lines if line.startswith("test accuracy: ")]
+    assert len(accuracy) == 1
+    assert accuracy[0] == f"test accuracy: {trainer.metrics[-1]['test_acc']:.4f}"
+
+
+def test_train_command_runs_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli.main(["train", *TINY_FLAGS, "--epochs", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 1/1" in printed and "done: test accuracy" in printed
+    assert (out / "checkpoint.npz").exists() and (out / "metrics.csv").exists()
+    assert cli.main(["train", *TINY_FLAGS, "--epochs", "1", "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(out)]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["train", "--epochs", "0"], "--epochs: expected a positive integer"),
+    (["train", "--lr", "fast"], "--lr: expected a finite number"),
+    (["train", "--lr", "1e400"], "--lr: expected a finite number"),
+    (["train", "--dataset", "mnist"], "invalid choice: 'mnist'"),
+    (["train", "--schedule", "linear"], "invalid choice: 'linear'"),
+    (["train", "--batch-size", "-3"], "--batch-size: expected a positive integer"),
+    (["eval"], "--checkpoint"),
+])
+def test_bad_flags_give_an_argparse_error(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["train", "--dataset", "synthetic", "--epochs", "2", "--warmup-epochs", "2"],
+     "warmup_epochs (2) must be smaller than epochs (2)"),
+    (["train", "--model", "resnet20", "--reduction", "8"], "apply only to SE models"),
+    (["train", "--dataset", "synthetic", "--momentum", "1.5"], "momentum must be in [0, 1)"),
+    (["train", "--dataset", "synthetic", "--label-smoothing", "1"], "label_smoothing must be"),
+    (["train", "--resume", "{tmp}/nothing"], "no checkpoint to resume from"),
+    (["train", "--resume", "{tmp}", "--lr", "0.5"], "--lr cannot be given"),
+    (["eval", "--checkpoint", "{tmp}/missing.npz"], "no checkpoint at"),
+    (["train", "--dataset", "cifar10", "--data-dir", "{tmp}", "--no-download"],
+     "CIFAR10 not found"),
+])
+def test_bad_settings_give_one_clean_line(argv, expected, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"npsenet {argv[0]}: error: ") and expected in err
+    assert "Traceback" not in err
+
+
+def test_a_usage_error_from_the_installed_command_has_no_traceback():
+    result = subprocess.run([sys.executable, "-m", "npsenet", "train", "--epochs", "two"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "argument --epochs: expected a positive integer, got 'two'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_default_config_rejects_unknown_settings():
+    with pytest.raises(ValueError, match="unknown setting"):
+        training.default_config(learning_rate=0.1)
+    assert training.default_config()["schedule"] == "cosine"
