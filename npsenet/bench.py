@@ -26,7 +26,7 @@ import numpy as np
 
 from . import backend
 from .models import build_model
-from .nn import SoftmaxCrossEntropy
+from .nn import SoftmaxCrossEntropy, no_grad
 from .optim import SGD
 
 
@@ -53,7 +53,8 @@ class NpsenetStep:
 
     def __call__(self):
         if self.mode == "eval":
-            self.model(self.x)
+            with no_grad():               # as PyTorch's side runs under torch.no_grad()
+                self.model(self.x)
         else:
             self.optimizer.zero_grad()
             loss = self.loss_fn(self.model(self.x), self.y)
@@ -176,18 +177,17 @@ def _status_kib(field):
 
 
 def _probe(framework, args):
-    """Run in a subprocess: print the peak extra bytes of three steps after a warm-up."""
+    """Run in a subprocess: the peak extra bytes of four steps (see the module docstring)."""
     step = NpsenetStep(args["model"], args["batch_size"], args["image_size"],
                        np.dtype(args["dtype"]), args["device"], args["mode"])
     if framework == "torch":
         step = TorchStep(step)
     if args["device"] == "gpu":
         return _probe_gpu(framework, step)
-    step()                                    # warm-up: lazy initialisation, optimizer state
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")                          # reset the peak-RSS mark (VmHWM) to the current RSS
     before = _status_kib("VmRSS")
-    for _ in range(3):
+    for _ in range(4):
         step()
     return max(0, _status_kib("VmHWM") - before) * 1024
 
