@@ -141,6 +141,8 @@ def test_bad_options_raise_clear_errors(bad, words):
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="unknown model"):
         ns.models.build_model("se_resnet18")
+    with pytest.raises(ValueError, match="SE options need an se_ model"):
+        ns.models.build_model("resnet20", reduction=8)
 
 
 # -- every SE option runs forward and backward ------------------------------------------

@@ -21,6 +21,7 @@ each found by running the layers of its path backwards from dL/d(F(x) + shortcut
 """
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 
 from .. import init
@@ -296,46 +297,59 @@ def _imagenet_resnet(name, depth, num_classes, se_config):
     return _finish(model, name, options)
 
 
+def _se_cifar_factory(depth):
+    def factory(num_classes=10, reduction=16, **se_options):
+        name = f"se_resnet{depth}"
+        bias = se_options.pop("bias", False)
+        return _cifar_resnet(name, depth, num_classes,
+                             _se_config(name, 3, reduction, bias, se_options))
+
+    factory.__doc__ = (f"SE-ResNet-{depth} for 32x32 images: 3 stages of {(depth - 2) // 6} "
+                       "basic blocks (16/32/64 channels), an SE block in each. SE options: "
+                       "squeeze, gate, bias (default False), placement, se_stages (from 1..3), "
+                       "no_squeeze.")
+    return factory
+
+
+def _plain_cifar_factory(depth):
+    def factory(num_classes=10):
+        return _cifar_resnet(f"resnet{depth}", depth, num_classes, None)
+
+    factory.__doc__ = f"ResNet-{depth} for 32x32 images (projection shortcuts), no SE."
+    return factory
+
+
+def _se_imagenet_factory(depth):
+    def factory(num_classes=1000, reduction=16, bias=True, **se_options):
+        name = f"se_resnet{depth}"
+        return _imagenet_resnet(name, depth, num_classes,
+                                _se_config(name, 4, reduction, bias, se_options))
+
+    factory.__doc__ = (f"SE-ResNet-{depth} for ImageNet-sized images: bottleneck stages "
+                       f"{IMAGENET_LAYERS[depth]}, an SE block in each. SE options: squeeze, "
+                       "gate, bias (default True), placement, se_stages (from 1..4), no_squeeze.")
+    return factory
+
+
+def _plain_imagenet_factory(depth):
+    def factory(num_classes=1000):
+        return _imagenet_resnet(f"resnet{depth}", depth, num_classes, None)
+
+    factory.__doc__ = f"ResNet-{depth} (torchvision's), no SE."
+    return factory
+
+
 def _make_factories():
     """se_resnet20/32/56/110, resnet20/..., se_resnet50/101/152, resnet50/..."""
     factories = OrderedDict()
     for depth in CIFAR_DEPTHS:
-        def se_cifar(num_classes=10, reduction=16, *, _depth=depth, **se_options):
-            name = f"se_resnet{_depth}"
-            se_options.setdefault("bias", False)
-            bias = se_options.pop("bias")
-            return _cifar_resnet(name, _depth, num_classes,
-                                 _se_config(name, 3, reduction, bias, se_options))
-
-        def plain_cifar(num_classes=10, *, _depth=depth):
-            return _cifar_resnet(f"resnet{_depth}", _depth, num_classes, None)
-
-        se_cifar.__doc__ = (f"SE-ResNet-{depth} for 32x32 images: 3 stages of {(depth - 2) // 6} "
-                            "basic blocks (16/32/64 channels), an SE block in each. SE options: "
-                            "squeeze, gate, bias (default False), placement, se_stages (from "
-                            "1..3), no_squeeze.")
-        plain_cifar.__doc__ = f"ResNet-{depth} for 32x32 images (projection shortcuts), no SE."
-        factories[f"se_resnet{depth}"] = se_cifar
-        factories[f"resnet{depth}"] = plain_cifar
+        factories[f"se_resnet{depth}"] = _se_cifar_factory(depth)
+        factories[f"resnet{depth}"] = _plain_cifar_factory(depth)
     for depth in IMAGENET_LAYERS:
-        def se_imagenet(num_classes=1000, reduction=16, bias=True, *, _depth=depth,
-                        **se_options):
-            name = f"se_resnet{_depth}"
-            return _imagenet_resnet(name, _depth, num_classes,
-                                    _se_config(name, 4, reduction, bias, se_options))
-
-        def plain_imagenet(num_classes=1000, *, _depth=depth):
-            return _imagenet_resnet(f"resnet{_depth}", _depth, num_classes, None)
-
-        se_imagenet.__doc__ = (f"SE-ResNet-{depth} for ImageNet-sized images: bottleneck stages "
-                               f"{IMAGENET_LAYERS[depth]}, an SE block in each. SE options: "
-                               "squeeze, gate, bias (default True), placement, se_stages (from "
-                               "1..4), no_squeeze.")
-        plain_imagenet.__doc__ = f"ResNet-{depth} (torchvision's), no SE."
-        factories[f"se_resnet{depth}"] = se_imagenet
-        factories[f"resnet{depth}"] = plain_imagenet
-    for name, f in factories.items():
-        f.__name__ = f.__qualname__ = name
+        factories[f"se_resnet{depth}"] = _se_imagenet_factory(depth)
+        factories[f"resnet{depth}"] = _plain_imagenet_factory(depth)
+    for name, factory in factories.items():
+        factory.__name__ = factory.__qualname__ = name
     return factories
 
 
@@ -351,7 +365,13 @@ def build_model(name, **options):
     """
     if name not in FACTORIES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
-    return FACTORIES[name](**options)
+    factory = FACTORIES[name]
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError as exc:
+        hint = " (SE options need an se_ model)" if not name.startswith("se_") else ""
+        raise ValueError(f"{name}: {exc}{hint}.") from None
+    return factory(**options)
 
 
 def gate_values(model):
