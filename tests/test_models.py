@@ -391,3 +391,44 @@ def test_forward_backward_and_gates_on_each_device(device, rng):
     dx = model.backward(ns.backend.to_device(np.ones((2, 10), dtype=np.float32), device))
     assert ns.backend.device_of(dx) == device and dx.shape == x.shape
     assert isinstance(ns.models.gate_values(model)["layer3.2.se"], np.ndarray)
+
+
+# -- command-line options ------------------------------------------------------------------
+def model_parser():
+    import argparse
+
+    from npsenet.models.options import add_model_arguments
+    return add_model_arguments(argparse.ArgumentParser(prog="test"))
+
+
+def test_model_arguments_build_the_model_they_describe():
+    from npsenet.models.options import model_from_args
+    args = model_parser().parse_args(["--model", "se_resnet32", "--reduction", "8", "--squeeze",
+                                      "max", "--gate", "tanh", "--se-bias", "--placement", "pre",
+                                      "--se-stages", "3,1", "--no-squeeze"])
+    model = model_from_args(args, num_classes=100)
+    assert model.name == "se_resnet32"
+    assert model.options == {"num_classes": 100, "reduction": 8, "squeeze": "max", "gate": "tanh",
+                             "bias": True, "placement": "pre", "se_stages": [1, 3],
+                             "no_squeeze": True}
+
+
+def test_model_arguments_defaults_are_the_models():
+    from npsenet.models.options import model_from_args
+    parser = model_parser()
+    assert model_from_args(parser.parse_args([]), 10).options == ns.models.se_resnet20().options
+    args = parser.parse_args(["--model", "se_resnet50"])
+    assert model_from_args(args, 1000).options["bias"] is True      # ImageNet SE default
+    assert model_from_args(parser.parse_args(["--model", "resnet20"]), 10).name == "resnet20"
+
+
+def test_model_arguments_errors(capsys):
+    from npsenet.models.options import model_from_args
+    parser = model_parser()
+    with pytest.raises(ValueError, match="--placement.*only to SE models.*se_resnet20"):
+        model_from_args(parser.parse_args(["--model", "resnet20", "--placement", "pre"]), 10)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--se-stages", "one"])
+    assert "stage numbers" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="se_stages"):
+        model_from_args(parser.parse_args(["--se-stages", "4"]), 10)
