@@ -252,7 +252,8 @@ def _se_config(name, num_stages, reduction, bias, options):
         raise ValueError(f"{name}: placement must be one of {list(PLACEMENTS)}, got "
                          f"{given['placement']!r}.")
     stages = given.get("se_stages")
-    return {"reduction": positive_int(reduction, "reduction", name), "squeeze": given["squeeze"], "gate": given["gate"],
+    return {"reduction": positive_int(reduction, "reduction", name),
+            "squeeze": given["squeeze"], "gate": given["gate"],
             "bias": bool(bias), "placement": given["placement"],
             "se_stages": (list(range(1, num_stages + 1)) if stages is None
                           else _stage_list(name, stages, num_stages)),
