@@ -56,14 +56,19 @@ def check_input(x, layer: str, ndim: int, layout: str, channels=None, name: str 
         raise ValueError(f"{layer}: the {name} has an empty axis, shape {tuple(x.shape)}.")
 
 
-def check_dout(dout, expected_shape, layer: str):
-    """The upstream gradient must have the shape of the forward output."""
+def check_dout(dout, expected_shape, layer: str, dtype):
+    """The upstream gradient must have the shape and dtype of the forward output
+    (a float64 dout would silently turn a float32 layer's gradients into float64)."""
     if dout is None or not hasattr(dout, "shape"):
         raise ValueError(f"{layer}.backward: expected an array dL/d(output) of shape "
                          f"{tuple(expected_shape)}, got {type(dout).__name__}.")
     if tuple(dout.shape) != tuple(expected_shape):
         raise ValueError(f"{layer}.backward: expected dout of shape {tuple(expected_shape)} "
                          f"(the shape of the forward output), got {tuple(dout.shape)}.")
+    if dout.dtype != dtype:
+        raise ValueError(f"{layer}.backward: expected dout of dtype {dtype} (the dtype of the "
+                         f"forward output), got {dout.dtype}. Convert it with "
+                         f"dout.astype(np.{np.dtype(dtype).name}).")
 
 
 def positive_int(value, what: str, layer: str, minimum: int = 1):

@@ -4,7 +4,7 @@ one of the paper's gate ablations. See ``notebooks/02_batchnorm_relu.ipynb`` and
 
 Each caches what its derivative needs and nothing more:
 
-    ReLU     y = max(x, 0)          dL/dx = dy * [x > 0]        (caches the mask)
+    ReLU     y = max(x, 0)          dL/dx = dy * [y > 0]        (caches y)
     Sigmoid  y = 1 / (1 + e^-x)     dL/dx = dy * y * (1 - y)    (caches y)
     Tanh     y = tanh(x)            dL/dx = dy * (1 - y^2)      (caches y)
 
@@ -26,16 +26,17 @@ class ReLU(Module):
 
     def forward(self, x):
         check_float_array(x, "ReLU")
-        xp = get_array_module(x)
-        mask = x > 0
-        self.cache = mask
-        return xp.maximum(x, 0)
+        y = get_array_module(x).maximum(x, 0)
+        # y > 0 exactly where x > 0, and y is usually kept anyway by the next layer (a
+        # convolution caches its input), so caching y costs no memory where a mask would
+        self.cache = y
+        return y
 
     def backward(self, dout):
-        mask = self.saved_cache()
-        check_dout(dout, mask.shape, "ReLU")
+        y = self.saved_cache()
+        check_dout(dout, y.shape, "ReLU", y.dtype)
         self.release_cache()
-        return dout * mask
+        return dout * (y > 0)
 
 
 def sigmoid(x):
@@ -61,7 +62,7 @@ class Sigmoid(Module):
 
     def backward(self, dout):
         y = self.saved_cache()
-        check_dout(dout, y.shape, "Sigmoid")
+        check_dout(dout, y.shape, "Sigmoid", y.dtype)
         self.release_cache()
         return dout * y * (1 - y)
 
@@ -81,6 +82,6 @@ class Tanh(Module):
 
     def backward(self, dout):
         y = self.saved_cache()
-        check_dout(dout, y.shape, "Tanh")
+        check_dout(dout, y.shape, "Tanh", y.dtype)
         self.release_cache()
         return dout * (1 - y * y)

@@ -233,7 +233,7 @@ class Conv2d(Module):
         n = x_shape[0]
         g, k, p = self.groups, self.kernel_size, self.padding
         ho, wo = self.output_shape(x_shape)[2:]
-        check_dout(dout, (n, self.out_channels, ho, wo), "Conv2d")
+        check_dout(dout, (n, self.out_channels, ho, wo), "Conv2d", x.dtype)
         self.release_cache()
         xp = get_array_module(dout)
         # dy as (g, C_out/g, N L); a free view when dout is channel-major, one copy otherwise

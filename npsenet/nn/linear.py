@@ -44,7 +44,7 @@ class Linear(Module):
 
     def backward(self, dout):
         x = self.saved_cache()
-        check_dout(dout, (x.shape[0], self.out_features), "Linear")
+        check_dout(dout, (x.shape[0], self.out_features), "Linear", x.dtype)
         self.release_cache()
         self.weight.accumulate_grad(dout.T @ x)
         if self.bias is not None:

@@ -106,7 +106,7 @@ class BatchNorm2d(Module):
 
     def backward(self, dout):
         xhat, inv_std, training = self.saved_cache()
-        check_dout(dout, xhat.shape, "BatchNorm2d")
+        check_dout(dout, xhat.shape, "BatchNorm2d", xhat.dtype)
         self.release_cache()
         gamma = self.weight.data
         sum_dy = dout.sum(axis=_AXES)

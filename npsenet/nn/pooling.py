@@ -29,7 +29,7 @@ class GlobalAvgPool2d(Module):
 
     def backward(self, dout):
         u = self.saved_cache()
-        check_dout(dout, u.shape[:2], "GlobalAvgPool2d")
+        check_dout(dout, u.shape[:2], "GlobalAvgPool2d", u.dtype)
         self.release_cache()
         xp = get_array_module(dout)
         du = xp.empty_like(u, dtype=dout.dtype)   # same memory layout as u (see conv.py)
@@ -55,12 +55,12 @@ class GlobalMaxPool2d(Module):
         n, c, h, w = u.shape
         flat = u.reshape(n, c, h * w)
         idx = flat.argmax(axis=2)                                  # (N, C)
-        self.cache = (u.shape, idx)
+        self.cache = (u.shape, u.dtype, idx)
         return xp.take_along_axis(flat, idx[:, :, None], axis=2)[:, :, 0]
 
     def backward(self, dout):
-        shape, idx = self.saved_cache()
-        check_dout(dout, shape[:2], "GlobalMaxPool2d")
+        shape, dtype, idx = self.saved_cache()
+        check_dout(dout, shape[:2], "GlobalMaxPool2d", dtype)
         self.release_cache()
         xp = get_array_module(dout)
         n, c, h, w = shape
@@ -117,7 +117,7 @@ class MaxPool2d(Module):
 
     def backward(self, dout):
         x_shape, x_pad, y = self.saved_cache()
-        check_dout(dout, y.shape, "MaxPool2d")
+        check_dout(dout, y.shape, "MaxPool2d", y.dtype)
         self.release_cache()
         xp = get_array_module(dout)
         n, c, h, w = x_shape

@@ -52,7 +52,7 @@ class ChannelScale(Module):
 
     def backward(self, dout):
         u, s = self.saved_cache()
-        check_dout(dout, u.shape, "ChannelScale")
+        check_dout(dout, u.shape, "ChannelScale", u.dtype)
         self.release_cache()
         du = dout * s[:, :, None, None]
         ds = (dout * u).sum(axis=(2, 3))
@@ -128,7 +128,7 @@ class SEBlock(Module):
 
     def backward(self, dout):
         u, s = self.saved_cache()
-        check_dout(dout, u.shape, "SEBlock")
+        check_dout(dout, u.shape, "SEBlock", u.dtype)
         self.release_cache()
         if self.no_squeeze:
             du_direct = dout * s
