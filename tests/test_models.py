@@ -303,8 +303,8 @@ class WithLoss(ns.nn.Module):
 
 
 @pytest.mark.parametrize("imagenet_stem, size, checked", [
-    (False, 8, ["conv1.weight", "bn1.bias", "layer1.0.se.fc1.weight", "layer2.0.downsample.0.weight",
-                "layer3.0.bn2.weight", "layer3.0.se.fc2.weight", "fc.weight", "fc.bias"]),
+    (False, 8, ["conv1.weight", "bn1.bias", "layer1.0.se.fc1.weight",
+                "layer2.0.downsample.0.weight", "layer3.0.bn2.weight", "layer3.0.se.fc2.weight", "fc.weight", "fc.bias"]),
     (True, 20, ["conv1.weight", "layer1.0.conv2.weight", "layer2.0.downsample.0.weight",
                 "layer3.0.se.fc2.weight", "fc.weight"]),
 ])
