@@ -33,9 +33,10 @@ def parse_stages(text):
 def add_model_arguments(parser):
     """Add ``--model`` and the SE options. Unset SE options keep the model's defaults."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL,
-                       help=f"architecture (default: {DEFAULT_MODEL}); se_resnet20/32/56/110 "
-                            "and resnet20/... are for CIFAR, the 50/101/152 ones for ImageNet")
+    group.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL, metavar="NAME",
+                       help=f"architecture (default: {DEFAULT_MODEL}): se_resnet20/32/56/110 "
+                            "and resnet20/32/56/110 for CIFAR, se_resnet50/101/152 and "
+                            "resnet50/101/152 for ImageNet")
     group.add_argument("--reduction", type=int, default=None,
                        help="SE reduction ratio r; hidden width max(1, C // r) (default 16)")
     group.add_argument("--squeeze", choices=sorted(SQUEEZES), default=None,
