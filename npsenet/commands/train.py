@@ -124,8 +124,12 @@ def run(args):
     from .. import train as training
 
     if args.resume:
+        from ..models.options import SE_ARGUMENTS, model_options_from_args
+
         given = [f"--{dest.replace('_', '-')}" for dest in TRAINING_FLAGS
                  if getattr(args, dest) is not None]
+        given += [SE_ARGUMENTS["se_bias" if key == "bias" else key]
+                  for key in model_options_from_args(args)]
         if given:
             raise ValueError(f"--resume continues a run with the settings saved in its "
                              f"checkpoint, so {', '.join(given)} cannot be given with it "
@@ -162,6 +166,10 @@ def _new_run(args, training):
     model_from_args(args, num_classes=10)  # checks the SE options against --model
     settings = {key: getattr(args, dest) for dest, key in TRAINING_FLAGS.items()
                 if dest != "out" and getattr(args, dest) is not None}
+    if args.warmup_epochs is None and args.epochs is not None:
+        # the default warm-up (one epoch) shrinks to fit a one-epoch run
+        settings["warmup_epochs"] = min(training.default_config()["warmup_epochs"],
+                                        args.epochs - 1)
     settings.update(dataset=dataset, model_options=model_options_from_args(args),
                     data_dir=args.data_dir, download=args.download is not False,
                     device=args.device or "cpu")
