@@ -9,9 +9,10 @@
 """
 from . import backend, data, io, models, nn, optim
 from .init import manual_seed
-from .summary import summary
 from .nn import no_grad
+from .summary import summary
 
 __version__ = "0.1.0"
 
-__all__ = ["backend", "data", "io", "models", "nn", "optim", "manual_seed", "no_grad", "__version__"]
+__all__ = ["backend", "data", "io", "models", "nn", "optim", "manual_seed", "no_grad", "summary",
+           "__version__"]

@@ -139,7 +139,8 @@ def build_torch_model(name, **options):
               "no_squeeze": options.get("no_squeeze", False),
               "placement": options.get("placement", "standard")}
     stages = 4 if is_imagenet else 3
-    se_stages = set(options.get("se_stages") or range(1, stages + 1))
+    chosen = options.get("se_stages")
+    se_stages = set(range(1, stages + 1) if chosen is None else chosen)
     depths = imagenet[depth] if is_imagenet else (cifar[depth],) * 3
     return ResNet(is_imagenet, depths, is_imagenet, num_classes, se, se_stages)
 
