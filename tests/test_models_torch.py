@@ -1,6 +1,8 @@
-"""SE-ResNets against a PyTorch implementation of the same architecture (written here, from
-the paper: torchvision is not needed), in float64: logits in train and eval mode, every
-parameter gradient, the input gradient and the BN running statistics after a step."""
+"""SE-ResNets against a PyTorch implementation of the same architecture
+(``npsenet.torch_reference``, written from the paper: torchvision is not needed), in float64:
+logits in train and eval mode, every parameter gradient, the input gradient and the BN
+running statistics after a step. The same PyTorch models are the other side of
+``npsenet bench``, so these tests vouch for the benchmark's comparison too."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,125 +11,17 @@ import pytest
 import npsenet as ns
 
 torch = pytest.importorskip("torch")
-F = torch.nn.functional
 tnn = torch.nn
+
+from npsenet.torch_reference import build_torch_model, copy_weights  # noqa: E402
 
 TOL = 1e-9
 
 
-# -- the reference ------------------------------------------------------------------------
-class TorchSE(tnn.Module):
-    """x̃ = s ⊙ u with s = gate(W2 δ(W1 z)), z the squeezed u (or u itself for NoSqueeze)."""
-
-    def __init__(self, channels, reduction, squeeze, gate, bias, no_squeeze):
-        super().__init__()
-        hidden = max(1, channels // reduction)
-        self.squeeze, self.gate, self.no_squeeze = squeeze, gate, no_squeeze
-        if no_squeeze:
-            self.fc1 = tnn.Conv2d(channels, hidden, 1, bias=bias)
-            self.fc2 = tnn.Conv2d(hidden, channels, 1, bias=bias)
-        else:
-            self.fc1 = tnn.Linear(channels, hidden, bias=bias)
-            self.fc2 = tnn.Linear(hidden, channels, bias=bias)
-
-    def forward(self, u):
-        gate = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[self.gate]
-        if self.no_squeeze:
-            return u * gate(self.fc2(torch.relu(self.fc1(u))))
-        z = u.mean(dim=(2, 3)) if self.squeeze == "avg" else u.amax(dim=(2, 3))
-        s = gate(self.fc2(torch.relu(self.fc1(z))))
-        return u * s[:, :, None, None]
-
-
-class TorchBlock(tnn.Module):
-    def __init__(self, bottleneck, in_channels, planes, stride, se):
-        super().__init__()
-        out_channels = planes * (4 if bottleneck else 1)
-        self.bottleneck = bottleneck
-        if bottleneck:
-            self.conv1 = tnn.Conv2d(in_channels, planes, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(planes)
-            self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(planes)
-            self.conv3 = tnn.Conv2d(planes, out_channels, 1, bias=False)
-            self.bn3 = tnn.BatchNorm2d(out_channels)
-        else:
-            self.conv1 = tnn.Conv2d(in_channels, planes, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(planes)
-            self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(planes)
-        self.placement = se["placement"] if se else None
-        if se:
-            channels = in_channels if self.placement == "pre" else out_channels
-            self.se = TorchSE(channels, se["reduction"], se["squeeze"], se["gate"], se["bias"],
-                              se["no_squeeze"])
-        self.downsample = None
-        if stride != 1 or in_channels != out_channels:
-            self.downsample = tnn.Sequential(
-                tnn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                tnn.BatchNorm2d(out_channels))
-
-    def branch(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        if self.bottleneck:
-            out = torch.relu(self.bn2(self.conv2(out)))
-            return self.bn3(self.conv3(out))
-        return self.bn2(self.conv2(out))
-
-    def forward(self, x):
-        out = self.branch(self.se(x) if self.placement == "pre" else x)
-        if self.placement == "standard":
-            out = self.se(out)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        if self.placement == "identity":
-            shortcut = self.se(shortcut)
-        out = torch.relu(out + shortcut)
-        return self.se(out) if self.placement == "post" else out
-
-
-class TorchResNet(tnn.Module):
-    def __init__(self, bottleneck, layers, widths, num_classes, se):
-        super().__init__()
-        self.imagenet = bottleneck
-        if bottleneck:
-            self.conv1 = tnn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
-        else:
-            self.conv1 = tnn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(widths[0])
-        channels = widths[0]
-        stages = se["se_stages"] if se else []
-        for stage, (count, planes) in enumerate(zip(layers, widths), start=1):
-            blocks = []
-            for i in range(count):
-                stride = 2 if stage > 1 and i == 0 else 1
-                blocks.append(TorchBlock(bottleneck, channels, planes, stride,
-                                         se if stage in stages else None))
-                channels = planes * (4 if bottleneck else 1)
-            setattr(self, f"layer{stage}", tnn.Sequential(*blocks))
-        self.num_stages = len(layers)
-        self.fc = tnn.Linear(channels, num_classes)
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        if self.imagenet:
-            out = F.max_pool2d(out, 3, 2, 1)
-        for stage in range(1, self.num_stages + 1):
-            out = getattr(self, f"layer{stage}")(out)
-        return self.fc(out.mean(dim=(2, 3)))
-
-
+# -- the reference: npsenet.torch_reference, a PyTorch model built from the paper -----------
 def torch_twin(model):
-    """A float64 TorchResNet with the architecture of an npsenet model (no weights copied)."""
-    bottleneck = isinstance(model.layer1[0], ns.models.Bottleneck)
-    layers = tuple(len(getattr(model, name)) for name in model.stage_names)
-    widths = (16, 32, 64) if not bottleneck else (64, 128, 256, 512)
-    se = model.options if "placement" in model.options else None
-    return TorchResNet(bottleneck, layers, widths, model.options["num_classes"], se).double()
-
-
-def copy_weights(model, reference):
-    reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in
-                               model.state_dict().items()}, strict=True)
+    """A float64 PyTorch model with the architecture of an npsenet model (no weights copied)."""
+    return build_torch_model(model.name, **model.options).double()
 
 
 def rel(a, b):
@@ -139,8 +33,7 @@ def rel(a, b):
 def compare(model, x_shape, seed=0):
     """Train-mode step and eval forward of ``model`` (float64) and its PyTorch twin."""
     model = model.to(dtype=np.float64)
-    reference = torch_twin(model)
-    copy_weights(model, reference)
+    reference = copy_weights(model, torch_twin(model))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape)
     dlogits = rng.standard_normal((x_shape[0], model.options["num_classes"]))
@@ -214,7 +107,6 @@ def test_torch_state_dict_loads_as_it_is_and_back():
     assert rel(model.eval()(x), expected) < TOL
 
     # and back: npsenet's state loads into PyTorch, strictly, as the same values
-    back = torch_twin(model)
-    copy_weights(model, back)
+    back = copy_weights(model, torch_twin(model))
     for key, value in back.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), arrays[key])
