@@ -7,12 +7,12 @@
     loss = loss_fn(logits, labels)
     model.backward(loss_fn.backward())     # hand-written backward through every layer
 """
-from . import backend, data, io, models, nn, optim
+from . import backend, data, gradcheck, io, models, nn, optim
 from .init import manual_seed
 from .nn import no_grad
 from .summary import summary
 
 __version__ = "0.1.0"
 
-__all__ = ["backend", "data", "io", "models", "nn", "optim", "manual_seed", "no_grad", "summary",
+__all__ = ["backend", "data", "gradcheck", "io", "models", "nn", "optim", "manual_seed", "no_grad", "summary",
            "__version__"]
