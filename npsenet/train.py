@@ -1,9 +1,11 @@
 """Training: the loop, per-epoch metrics and curves, checkpoints, exact resume, faults.
 
-    trainer = ns.train.build_trainer(ns.train.default_config(dataset="synthetic", epochs=2),
-                                     out_dir="runs/demo")
-    trainer.fit()                                   # writes runs/demo/{metrics.csv,curves.png,checkpoint.npz}
-    trainer = ns.train.resume_trainer("runs/demo")  # ... later: continue where it stopped
+    from npsenet.train import build_trainer, default_config, resume_trainer
+
+    trainer = build_trainer(default_config(dataset="synthetic", epochs=2), out_dir="runs/demo")
+    trainer.fit()           # writes runs/demo/{metrics.csv, curves.png, checkpoint.npz}
+    trainer = resume_trainer("runs/demo")   # later, after a stop: continue where it stopped
+    trainer.fit()
 
 The recipe (``default_config``) is the usual one for CIFAR ResNets: SGD with momentum 0.9,
 weight decay 5e-4, batch 128, learning rate 0.1, pad-4 random crop and horizontal flip,
@@ -24,6 +26,12 @@ Every epoch the trainer
 * rewrites ``metrics.csv`` (one row per epoch, columns :data:`METRIC_COLUMNS`) and redraws
   ``curves.png`` (when matplotlib is installed).
 
+The columns of ``metrics.csv``: ``epoch`` (from 1); ``lr``, the learning rate of the epoch's
+first step; ``train_loss`` and ``train_acc``, the mean loss and accuracy over the epoch's
+training batches (in training mode, augmented, as they were seen); ``test_loss`` and
+``test_acc`` on the test set in evaluation mode; ``epoch_seconds``, training plus
+evaluation; ``images_per_second``, training images over training time.
+
 Resuming restores all of that, so on the CPU a run resumed after any step ends with
 exactly the same arrays, bit for bit, as the run that was never interrupted. (Nothing
 draws from NumPy's global random state: the weights come from ``ns.manual_seed``'s
@@ -42,7 +50,7 @@ Faults:
 from __future__ import annotations
 
 import csv
-import io as _io
+import io
 import json
 import math
 import os
@@ -55,11 +63,11 @@ from pathlib import Path
 import numpy as np
 
 from . import data as _data
-from . import io as _io_ckpt
+from . import io as checkpoint_io
 from .backend import get_array_module, normalize_device
 from .init import manual_seed
 from .models import build_model
-from .nn import SoftmaxCrossEntropy
+from .nn import SoftmaxCrossEntropy, no_grad
 from .optim import SGD, CosineLR, MultiStepLR
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -67,7 +75,7 @@ METRICS_NAME = "metrics.csv"
 CURVES_NAME = "curves.png"
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                   "epoch_seconds", "images_per_second")
-DATASETS = ("cifar10", "cifar100", "synthetic")
+DATASETS = _data.DATASETS
 SCHEDULES = ("cosine", "multistep")
 STATE_KEY = "trainer/state"
 BUFFER_PREFIX = "optimizer/momentum_buffer/"
@@ -96,7 +104,8 @@ def default_config(**overrides):
 
     Keys: model, model_options (SE options for ``build_model``), dataset, data_dir,
     download, epochs, batch_size, lr, momentum, weight_decay, nesterov, label_smoothing,
-    schedule ("cosine" | "multistep"), warmup_epochs (cosine only), seed, device,
+    schedule ("cosine" | "multistep"), warmup_epochs (cosine only; by default one epoch,
+    none for a one-epoch run), seed, device,
     limit_train, limit_test (use only the first N images; None for all), eval_batch_size.
     """
     config = {
@@ -111,6 +120,9 @@ def default_config(**overrides):
         raise ValueError(f"default_config: unknown setting(s) {unknown}; the settings are "
                          f"{sorted(config)}.")
     config.update(overrides)
+    if "warmup_epochs" not in overrides and isinstance(config["epochs"], int):
+        # the default warm-up shrinks to fit a one-epoch run
+        config["warmup_epochs"] = min(config["warmup_epochs"], max(config["epochs"] - 1, 0))
     check_config(config)
     return config
 
@@ -196,7 +208,7 @@ def resume_trainer(out_dir, device=None, data_dir=None, download=None, progress=
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist. "
                                 "Pass the --out folder of an earlier `npsenet train` run.")
-    ckpt = _io_ckpt.load_checkpoint(path)
+    ckpt = checkpoint_io.load_checkpoint(path)
     config = ckpt.meta.get("config")
     if config is None or STATE_KEY not in ckpt.extra:
         raise ValueError(f"{path} holds a model but not a training run (no trainer state); "
@@ -227,7 +239,8 @@ def _assemble(model, config, train_set, test_set, out_dir, progress):
     steps_per_epoch = len(train_loader)
     total = config["epochs"] * steps_per_epoch
     if config["schedule"] == "cosine":
-        schedule = CosineLR(optimizer, total, warmup_steps=config["warmup_epochs"] * steps_per_epoch)
+        warmup = config["warmup_epochs"] * steps_per_epoch
+        schedule = CosineLR(optimizer, total, warmup_steps=warmup)
     else:
         schedule = MultiStepLR(optimizer, [total // 2, (total * 3) // 4], gamma=0.1)
     loss_fn = SoftmaxCrossEntropy(label_smoothing=config["label_smoothing"])
@@ -254,7 +267,8 @@ class Trainer:
 
     def __init__(self, model, optimizer, schedule, loss_fn, train_loader, test_loader,
                  out_dir, config=None, progress=True):
-        self.model, self.optimizer, self.schedule, self.loss_fn = model, optimizer, schedule, loss_fn
+        self.model, self.optimizer, self.schedule = model, optimizer, schedule
+        self.loss_fn = loss_fn
         self.train_loader, self.test_loader = train_loader, test_loader
         self.out_dir = Path(out_dir)
         self.config = dict(config or {})
@@ -379,7 +393,7 @@ class Trainer:
         for column in METRIC_COLUMNS:
             extra[METRICS_PREFIX + column] = np.array([row[column] for row in self.metrics],
                                                       dtype=np.float64)
-        _io_ckpt.save_model(self.checkpoint_path, self.model, extra=extra,
+        checkpoint_io.save_model(self.checkpoint_path, self.model, extra=extra,
                             meta={"config": self.config, "epoch": self.epoch,
                                   "step_in_epoch": self.step_in_epoch})
 
@@ -432,7 +446,7 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, device="cpu", batch_s
 
     Returns ``(loss, accuracy, number of test images)``.
     """
-    ckpt = _io_ckpt.load_checkpoint(path, device=normalize_device(device))
+    ckpt = checkpoint_io.load_checkpoint(path, device=normalize_device(device))
     trained = ckpt.meta.get("config") or {}
     dataset = dataset or trained.get("dataset", "cifar10")
     config = default_config(dataset=dataset, eval_batch_size=batch_size, limit_test=limit_test,
@@ -463,11 +477,12 @@ def evaluate(model, loader, loss_fn):
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     try:
-        for x, y in loader:
-            logits = model(x)
-            loss_sum += float(loss_fn(logits, y)) * len(y)
-            correct += int((logits.argmax(axis=1) == y).sum())
-            seen += len(y)
+        with no_grad():  # nothing cached for a backward pass that never comes
+            for x, y in loader:
+                logits = model(x)
+                loss_sum += float(loss_fn(logits, y)) * len(y)
+                correct += int((logits.argmax(axis=1) == y).sum())
+                seen += len(y)
     finally:
         model.train(was_training)
     if seen == 0:
@@ -547,7 +562,7 @@ def _summary_line(row, epochs):
 # -- metrics.csv and curves.png -----------------------------------------------------------------
 def write_metrics(rows, path):
     """Write ``rows`` (dicts with :data:`METRIC_COLUMNS`) as CSV, replacing ``path`` atomically."""
-    buffer = _io.StringIO()
+    buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
@@ -592,7 +607,7 @@ def plot_curves(rows, path):
         axes.grid(alpha=0.3)
         axes.legend()
     figure.tight_layout()
-    buffer = _io.BytesIO()
+    buffer = io.BytesIO()
     canvas.print_png(buffer)
     _replace_file(Path(path), buffer.getvalue())
     return True

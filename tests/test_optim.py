@@ -221,7 +221,8 @@ def test_schedule_state_dict_round_trip(make):
 @pytest.mark.parametrize("make,match", [
     (lambda o: MultiStepLR(o, [5, 3]), "increasing"), (lambda o: MultiStepLR(o, [3], 0.0), "gamma"),
     (lambda o: CosineLR(o, 0), "total_steps"), (lambda o: CosineLR(o, 10, 10), "warmup_steps"),
-    (lambda o: CosineLR(o, 10, min_lr=1.0), "min_lr"), (lambda o: MultiStepLR(object(), [1]), "lr")])
+    (lambda o: CosineLR(o, 10, min_lr=1.0), "min_lr"),
+    (lambda o: MultiStepLR(object(), [1]), "lr")])
 def test_schedules_reject_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make(_sgd())

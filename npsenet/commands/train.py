@@ -1,8 +1,8 @@
 """``npsenet train``: train an (SE-)ResNet on CIFAR-10/100 or the synthetic dataset.
 
-    npsenet train                                   # SE-ResNet-20 on CIFAR-10 (downloaded if missing)
-    npsenet train --dataset synthetic --epochs 2    # a quick offline run
-    npsenet train --resume runs/se_resnet20-cifar10 # continue a stopped run, bit for bit
+    npsenet train                                    # SE-ResNet-20 on CIFAR-10 (downloaded)
+    npsenet train --dataset synthetic --epochs 2     # a quick offline run
+    npsenet train --resume runs/se_resnet20-cifar10  # continue a stopped run, bit for bit
 
 Exit codes: 0 when the run finishes; 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when a signal
 stopped it after writing a checkpoint (resume it with ``--resume``); 2 for a usage error
@@ -166,10 +166,6 @@ def _new_run(args, training):
     model_from_args(args, num_classes=10)  # checks the SE options against --model
     settings = {key: getattr(args, dest) for dest, key in TRAINING_FLAGS.items()
                 if dest != "out" and getattr(args, dest) is not None}
-    if args.warmup_epochs is None and args.epochs is not None:
-        # the default warm-up (one epoch) shrinks to fit a one-epoch run
-        settings["warmup_epochs"] = min(training.default_config()["warmup_epochs"],
-                                        args.epochs - 1)
     settings.update(dataset=dataset, model_options=model_options_from_args(args),
                     data_dir=args.data_dir, download=args.download is not False,
                     device=args.device or "cpu")
