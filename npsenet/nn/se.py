@@ -26,6 +26,17 @@ from .module import Module
 from .pooling import GlobalAvgPool2d, GlobalMaxPool2d
 
 SQUEEZES = {"avg": GlobalAvgPool2d, "max": GlobalMaxPool2d}
+
+
+def scale_channels(u, s):
+    """u * s[:, :, None, None] for u (N, C, H, W) and s (N, C), in u's memory layout.
+
+    The plain expression would lay its result out like the broadcast s (sample-major),
+    undoing the channel-major layout of convolution outputs (see conv.py) and costing the
+    next convolution a transposing copy; writing into ``empty_like(u)`` keeps u's layout.
+    """
+    xp = get_array_module(u)
+    return xp.multiply(u, s[:, :, None, None], out=xp.empty_like(u))
 GATES = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU}
 
 
@@ -48,13 +59,13 @@ class ChannelScale(Module):
             raise ValueError(f"ChannelScale: expected scales s of shape {tuple(u.shape[:2])} "
                              f"(one per sample and channel of u), got {tuple(s.shape)}.")
         self.cache = (u, s)
-        return u * s[:, :, None, None]
+        return scale_channels(u, s)
 
     def backward(self, dout):
         u, s = self.saved_cache()
         check_dout(dout, u.shape, "ChannelScale", u.dtype)
         self.release_cache()
-        du = dout * s[:, :, None, None]
+        du = scale_channels(dout, s)
         ds = (dout * u).sum(axis=(2, 3))
         return du, ds
 
@@ -121,7 +132,7 @@ class SEBlock(Module):
         else:
             z = self.squeeze(u)                                   # (N, C)
             s = self.gate(self.fc2(self.relu(self.fc1(z))))       # (N, C)
-            out = u * s[:, :, None, None]
+            out = scale_channels(u, s)
         self.cache = (u, s)
         self.gate_values = s
         return out
@@ -134,7 +145,7 @@ class SEBlock(Module):
             du_direct = dout * s
             ds = dout * u
         else:
-            du_direct = dout * s[:, :, None, None]                # path 1: through the scale
+            du_direct = scale_channels(dout, s)                   # path 1: through the scale
             ds = (dout * u).sum(axis=(2, 3))                      # (N, C)
         dz = self.fc1.backward(self.relu.backward(self.fc2.backward(self.gate.backward(ds))))
         if self.no_squeeze:
