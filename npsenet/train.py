@@ -589,6 +589,7 @@ def plot_curves(rows, path):
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         if not _MATPLOTLIB_NOTED:
             _MATPLOTLIB_NOTED.append(True)
@@ -603,6 +604,7 @@ def plot_curves(rows, path):
         for split, style in (("train", "o-"), ("test", "s-")):
             axes.plot(epochs, [row[f"{split}_{metric}"] for row in rows], style, label=split)
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_title(title)
         axes.grid(alpha=0.3)
         axes.legend()

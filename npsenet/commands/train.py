@@ -174,7 +174,8 @@ def _new_run(args, training):
     if (out / training.CHECKPOINT_NAME).exists():
         raise ValueError(f"{out} already holds a run ({training.CHECKPOINT_NAME}); continue it "
                          f"with --resume {out}, or choose another --out.")
-    print(f"training {config['model']} on {dataset} for {config['epochs']} epochs "
+    epochs = config["epochs"]
+    print(f"training {config['model']} on {dataset} for {epochs} epoch{'s' * (epochs != 1)} "
           f"(batch {config['batch_size']}, lr {config['lr']}, {config['schedule']} schedule) "
           f"on the {config['device']}; writing to {out}/", flush=True)
     return training.build_trainer(config, out, progress=not args.no_progress)
