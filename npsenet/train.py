@@ -231,18 +231,21 @@ def resume_trainer(out_dir, device=None, data_dir=None, download=None, progress=
     return trainer
 
 
+def make_schedule(optimizer, config, steps_per_epoch):
+    """The run's learning-rate schedule, stepped once per iteration: cosine after a linear
+    warm-up of ``warmup_epochs``, or /10 at 50% and 75% of the iterations (multistep)."""
+    total = config["epochs"] * steps_per_epoch
+    if config["schedule"] == "cosine":
+        return CosineLR(optimizer, total, warmup_steps=config["warmup_epochs"] * steps_per_epoch)
+    return MultiStepLR(optimizer, [total // 2, (total * 3) // 4], gamma=0.1)
+
+
 def _assemble(model, config, train_set, test_set, out_dir, progress):
     train_loader, test_loader = make_loaders(config, train_set, test_set, config["mean"],
                                              config["std"])
     optimizer = SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
                     weight_decay=config["weight_decay"], nesterov=config["nesterov"])
-    steps_per_epoch = len(train_loader)
-    total = config["epochs"] * steps_per_epoch
-    if config["schedule"] == "cosine":
-        warmup = config["warmup_epochs"] * steps_per_epoch
-        schedule = CosineLR(optimizer, total, warmup_steps=warmup)
-    else:
-        schedule = MultiStepLR(optimizer, [total // 2, (total * 3) // 4], gamma=0.1)
+    schedule = make_schedule(optimizer, config, len(train_loader))
     loss_fn = SoftmaxCrossEntropy(label_smoothing=config["label_smoothing"])
     return Trainer(model, optimizer, schedule, loss_fn, train_loader, test_loader, out_dir,
                    config=config, progress=progress)

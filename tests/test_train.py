@@ -155,3 +155,52 @@ def test_default_config_rejects_unknown_settings():
     with pytest.raises(ValueError, match="unknown setting"):
         training.default_config(learning_rate=0.1)
     assert training.default_config()["schedule"] == "cosine"
+
+
+def _pytorch_reference():
+    """benchmarks/pytorch_reference.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pytorch_reference.py"
+    spec = importlib.util.spec_from_file_location("pytorch_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["se_resnet20", "resnet20"])
+def test_the_pytorch_reference_model_is_the_same_network(name, rng):
+    torch = pytest.importorskip("torch")
+    reference = _pytorch_reference()
+    config = training.default_config(model=name, seed=3)
+    twin = reference.build_model(config, num_classes=10).double()
+    ns.manual_seed(3)
+    model = ns.models.build_model(name, num_classes=10).to(dtype=np.float64)
+    x = rng.standard_normal((4, 3, 32, 32))
+    y = np.array([0, 3, 9, 3])
+    loss_fn = ns.nn.SoftmaxCrossEntropy()
+    logits = model(x)
+    loss_fn(logits, y)
+    model.backward(loss_fn.backward())
+    twin_logits = twin(torch.from_numpy(x))
+    torch.nn.functional.cross_entropy(twin_logits, torch.from_numpy(y)).backward()
+    np.testing.assert_allclose(logits, twin_logits.detach().numpy(), rtol=0, atol=1e-10)
+    grads = dict(model.named_parameters())
+    for key, p in twin.named_parameters():
+        np.testing.assert_allclose(grads[key].grad, p.grad.numpy(), rtol=0, atol=1e-10,
+                                   err_msg=key)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "multistep"])
+def test_the_pytorch_reference_follows_the_same_schedule(schedule):
+    pytest.importorskip("torch")
+    reference = _pytorch_reference()
+    config = training.default_config(schedule=schedule, epochs=5, warmup_epochs=1, lr=0.1)
+    steps_per_epoch = 7
+    optimizer = ns.optim.SGD([ns.nn.Parameter(np.zeros(2))], lr=0.1)
+    schedule = training.make_schedule(optimizer, config, steps_per_epoch)
+    for step in range(config["epochs"] * steps_per_epoch):
+        expected = 0.1 * reference.lr_factor(step, config, steps_per_epoch)
+        assert optimizer.lr == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        schedule.step()
