@@ -79,15 +79,16 @@ class BatchNorm2d(Module):
                                  f"to compute a variance, got input shape {tuple(x.shape)}. "
                                  "Use a batch of at least 2, or call .eval().")
             mean = x.mean(axis=_AXES)
-            centered = x - _per_channel(mean)
-            var = (centered * centered).mean(axis=_AXES)
+            xhat = x - _per_channel(mean)                 # x - mu, normalised in place below
+            var = (xhat * xhat).mean(axis=_AXES)
             inv_std = 1.0 / xp.sqrt(var + self.eps)
-            xhat = centered * _per_channel(inv_std)
+            xhat *= _per_channel(inv_std)                 # (x - mu) / sqrt(var + eps)
             self._update_running_stats(mean, var, m)
         else:
             inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
             xhat = (x - _per_channel(self.running_mean)) * _per_channel(inv_std)
-        y = xhat * _per_channel(gamma) + _per_channel(beta)
+        y = xhat * _per_channel(gamma)
+        y += _per_channel(beta)          # in place: one pass less over the activations
         self.cache = (xhat, inv_std, self.training)
         return y
 
@@ -117,4 +118,8 @@ class BatchNorm2d(Module):
         if not training:
             return dout * scale
         m = xhat.shape[0] * xhat.shape[2] * xhat.shape[3]
-        return scale * (dout - _per_channel(sum_dy / m) - xhat * _per_channel(sum_dy_xhat / m))
+        # dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)), built in one new array
+        dx = dout - _per_channel(sum_dy / m)
+        dx -= xhat * _per_channel(sum_dy_xhat / m)
+        dx *= scale
+        return dx
