@@ -167,7 +167,8 @@ def _new_run(args, training):
     settings = {key: getattr(args, dest) for dest, key in TRAINING_FLAGS.items()
                 if dest != "out" and getattr(args, dest) is not None}
     settings.update(dataset=dataset, model_options=model_options_from_args(args),
-                    data_dir=args.data_dir, download=args.download is not False,
+                    data_dir=None if args.data_dir is None else str(Path(args.data_dir).resolve()),
+                    download=args.download is not False,
                     device=args.device or "cpu")
     config = training.default_config(**settings)
     out = Path(args.out or f"runs/{args.model}-{dataset}")
