@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import npsenet as ns
+from npsenet.backend import to_device, to_numpy
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
@@ -26,17 +27,20 @@ def torch_twin(model):
 
 def rel(a, b):
     """max |a - b| / max |b|: the error relative to the array's scale."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a, b = to_numpy(a).astype(np.float64), to_numpy(b).astype(np.float64)
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
-def compare(model, x_shape, seed=0):
-    """Train-mode step and eval forward of ``model`` (float64) and its PyTorch twin."""
+def compare(model, x_shape, seed=0, device="cpu"):
+    """Train-mode step and eval forward of ``model`` (float64, on ``device``) and its
+    PyTorch twin (on the CPU)."""
     model = model.to(dtype=np.float64)
     reference = copy_weights(model, torch_twin(model))
+    model.to(device=device)
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal(x_shape)
-    dlogits = rng.standard_normal((x_shape[0], model.options["num_classes"]))
+    x_host = rng.standard_normal(x_shape)
+    dlogits_host = rng.standard_normal((x_shape[0], model.options["num_classes"]))
+    x, dlogits = to_device(x_host, device), to_device(dlogits_host, device)
 
     # train mode: batch statistics, gradients, running statistics
     model.train()
@@ -44,9 +48,9 @@ def compare(model, x_shape, seed=0):
     logits = model(x)
     model.zero_grad()
     dx = model.backward(dlogits)
-    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    xt = torch.from_numpy(x_host.copy()).requires_grad_(True)
     logits_t = reference(xt)
-    (logits_t * torch.from_numpy(dlogits)).sum().backward()
+    (logits_t * torch.from_numpy(dlogits_host)).sum().backward()
     assert rel(logits, logits_t.detach().numpy()) < TOL
     assert rel(dx, xt.grad.numpy()) < TOL
     torch_params = dict(reference.named_parameters())
@@ -64,7 +68,7 @@ def compare(model, x_shape, seed=0):
     model.eval()
     reference.eval()
     with torch.no_grad():
-        expected = reference(torch.from_numpy(x)).numpy()
+        expected = reference(torch.from_numpy(x_host)).numpy()
     assert rel(model(x), expected) < TOL
 
 
@@ -77,6 +81,12 @@ def compare(model, x_shape, seed=0):
 def test_se_resnet20_matches_pytorch(options):
     ns.manual_seed(0)
     compare(ns.models.se_resnet20(**options), (4, 3, 16, 16))
+
+
+def test_se_resnet20_matches_pytorch_on_each_device(device):
+    """The same float64 parity with the model on the GPU (CuPy) where one is present."""
+    ns.manual_seed(0)
+    compare(ns.models.se_resnet20(placement="standard"), (4, 3, 16, 16), device=device)
 
 
 def test_resnet20_matches_pytorch():
