@@ -4,7 +4,8 @@ The docstrings are written for readers of the source, in two habits that Markdow
 not share:
 
 * cross-references as reST roles, :class:`Conv2d` or :func:`~npsenet.io.load_model`,
-  which are shown here as code, `Conv2d` and `load_model`;
+  which are shown here as code, `Conv2d` and `load_model`, and reST's "Example::" before
+  a code block, shown as "Example:";
 * module docstrings whose examples are indented under an unindented summary line.
   Python's docstring cleaning removes the indentation common to the lines after the first,
   which turns such examples into plain paragraphs; for module docstrings (which start at
@@ -17,6 +18,7 @@ import re
 import griffe
 
 ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|obj|exc):`~?(?:[\w.]*\.)?([^`.]+)`")
+LITERAL_BLOCK_MARKER = re.compile(r"(\w)::$", flags=re.MULTILINE)
 
 
 def _as_written(module):
@@ -29,22 +31,23 @@ def _as_written(module):
     return raw.strip("\n").rstrip()
 
 
-def _without_roles(obj):
+def _as_markdown(obj):
     if obj.docstring is not None:
-        obj.docstring.value = ROLE.sub(r"`\1`", obj.docstring.value)
+        text = ROLE.sub(r"`\1`", obj.docstring.value)
+        obj.docstring.value = LITERAL_BLOCK_MARKER.sub(r"\1:", text)
 
 
 class ReadableDocstrings(griffe.Extension):
     def on_module(self, *, mod, **kwargs):
         if mod.docstring is not None and mod.docstring.lineno is not None:
             mod.docstring.value = _as_written(mod)
-        _without_roles(mod)
+        _as_markdown(mod)
 
     def on_class(self, *, cls, **kwargs):
-        _without_roles(cls)
+        _as_markdown(cls)
 
     def on_function(self, *, func, **kwargs):
-        _without_roles(func)
+        _as_markdown(func)
 
     def on_attribute(self, *, attr, **kwargs):
-        _without_roles(attr)
+        _as_markdown(attr)
