@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import ImageDataset
 from .download import archive_info, cache_dir, download_cifar
 from .safe_pickle import load_cifar_pickle
 
@@ -24,7 +25,7 @@ IMAGE_SHAPE = (3, 32, 32)
 IMAGE_VALUES = 3 * 32 * 32
 
 
-class CIFAR10:
+class CIFAR10(ImageDataset):
     """CIFAR-10: 50,000 training and 10,000 test images in 10 classes.
 
     Args:
@@ -122,13 +123,6 @@ class CIFAR10:
 
     def _read_extra_labels(self, batch: dict, path: Path) -> None:
         """CIFAR-100 also keeps its coarse (superclass) labels; CIFAR-10 has none."""
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        """(image uint8 (3, 32, 32), label int) of one example."""
-        return self.images[index], int(self.labels[index])
 
     def __repr__(self) -> str:
         split = "train" if self.train else "test"

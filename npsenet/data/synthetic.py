@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .base import ImageDataset
+
 NUM_CLASSES = 10
 IMAGE_SIZE = 32
 DEFAULT_SIZES = {True: 2000, False: 500}
@@ -62,7 +64,7 @@ def make_synthetic(num_samples: int, rng: np.random.Generator):
     return np.clip(np.rint(images), 0, 255).astype(np.uint8), labels
 
 
-class SyntheticCIFAR:
+class SyntheticCIFAR(ImageDataset):
     """A generated 10-class dataset with the attributes of :class:`~npsenet.data.CIFAR10`.
 
     Args:
@@ -84,13 +86,6 @@ class SyntheticCIFAR:
         rng = np.random.default_rng([int(seed), 0 if self.train else 1])
         self.images, self.labels = make_synthetic(count, rng)
         self.classes = list(CLASSES)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        """(image uint8 (3, 32, 32), label int) of one example."""
-        return self.images[index], int(self.labels[index])
 
     def __repr__(self) -> str:
         split = "train" if self.train else "test"
