@@ -357,6 +357,8 @@ class Trainer:
     def _finish_epoch(self, test_loss, test_acc):
         if not math.isfinite(test_loss):
             raise self._diverged(f"the test loss became {test_loss}")
+        if not _all_finite(self.model):
+            raise self._diverged("a parameter or batch-norm statistic became NaN or infinite")
         p = self.partial
         row = {
             "epoch": self.epoch + 1, "lr": p["lr"], "train_loss": p["loss_sum"] / p["seen"],
@@ -397,8 +399,8 @@ class Trainer:
             extra[METRICS_PREFIX + column] = np.array([row[column] for row in self.metrics],
                                                       dtype=np.float64)
         checkpoint_io.save_model(self.checkpoint_path, self.model, extra=extra,
-                            meta={"config": self.config, "epoch": self.epoch,
-                                  "step_in_epoch": self.step_in_epoch})
+                                 meta={"config": self.config, "epoch": self.epoch,
+                                       "step_in_epoch": self.step_in_epoch})
 
     def load_state(self, extra):
         """Restore what :meth:`save_checkpoint` stored in the checkpoint's ``extra`` arrays
@@ -423,9 +425,11 @@ class Trainer:
                     "(npsenet eval can still read it).")
         else:
             kept = "No checkpoint had been written yet."
+        steps = len(self.train_loader)
+        where = (f"at the end of epoch {self.epoch + 1}" if self.step_in_epoch >= steps
+                 else f"at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}/{steps}")
         return TrainingDiverged(
-            f"{what} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}/"
-            f"{len(self.train_loader)} (lr {self.optimizer.lr:.4g}): training diverged. "
+            f"{what} {where} (lr {self.optimizer.lr:.4g}): training diverged. "
             f"{kept} Try a smaller --lr (e.g. {self.optimizer.lr / 10:.3g}) or a longer "
             "--warmup-epochs.")
 

@@ -69,6 +69,17 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
                if a.dtype.kind == "f")
 
 
+def test_a_nan_test_loss_saves_nothing(tmp_path, monkeypatch):
+    trainer = training.build_trainer(training.default_config(**dict(TINY, epochs=1)), tmp_path,
+                                     progress=False)
+    monkeypatch.setattr(training, "evaluate", lambda *args: (float("nan"), 0.0))
+    with pytest.raises(training.TrainingDiverged, match="the test loss became nan at the end "
+                                                        "of epoch 1"):
+        trainer.fit()
+    assert not (tmp_path / "checkpoint.npz").exists()
+    assert not (tmp_path / "metrics.csv").exists()
+
+
 def test_sigint_mid_epoch_saves_and_resumes_bit_identically(tmp_path, uninterrupted):
     trainer = training.build_trainer(training.default_config(**TINY), tmp_path, progress=False)
     step = trainer._train_step
