@@ -238,37 +238,49 @@ class Conv2d(Module):
         xp = get_array_module(dout)
         # dy as (g, C_out/g, N L); a free view when dout is channel-major, one copy otherwise
         dy = dout.transpose(1, 0, 2, 3).reshape(g, self.out_channels // g, n * ho * wo)
-        cols = self._patches(x, k, self.stride, p).reshape(g, -1, n * ho * wo)
-        # dL/dW_mat = dy_mat @ cols^T, computed as (cols @ dy_mat^T)^T: the same numbers,
-        # but BLAS runs this orientation ~1.5x faster for our tall, thin matrices
-        dw = xp.matmul(cols, dy.swapaxes(-1, -2)).swapaxes(-1, -2)
-        self.weight.accumulate_grad(dw.reshape(self.weight.data.shape))
         if self.bias is not None:
             self.bias.accumulate_grad(dy.sum(axis=-1).reshape(-1))
         if self.stride == 1 and p <= k - 1:
-            return self._input_grad_by_correlation(dout, x_shape)
-        w_mat = self.weight.data.reshape(g, self.out_channels // g, -1)
-        dcols = xp.matmul(w_mat.swapaxes(-1, -2), dy)                      # W_mat^T @ dy_mat
-        dcols = dcols.reshape(self.in_channels, k, k, n, ho, wo)
-        return col2im(dcols, x_shape, k, self.stride, p)
+            dw, dx = self._grads_from_dy_patches(dout, x)
+        else:
+            cols = self._patches(x, k, self.stride, p).reshape(g, -1, n * ho * wo)
+            # dL/dW_mat = dy_mat @ cols^T, computed as (cols @ dy_mat^T)^T: the same numbers,
+            # but BLAS runs this orientation ~1.5x faster for our tall, thin matrices
+            dw = xp.matmul(cols, dy.swapaxes(-1, -2)).swapaxes(-1, -2)
+            w_mat = self.weight.data.reshape(g, self.out_channels // g, -1)
+            dcols = xp.matmul(w_mat.swapaxes(-1, -2), dy)                  # W_mat^T @ dy_mat
+            dx = col2im(dcols.reshape(self.in_channels, k, k, n, ho, wo), x_shape, k,
+                        self.stride, p)
+        self.weight.accumulate_grad(dw.reshape(self.weight.data.shape))
+        return dx
 
-    def _input_grad_by_correlation(self, dout, x_shape):
-        """dL/dx for stride 1, without col2im.
+    def _grads_from_dy_patches(self, dout, x):
+        """dL/dW and dL/dx for stride 1, both from the patches of dy (no col2im, and no
+        second im2col of x).
 
-        For stride 1, col2im(W_mat^T @ dy_mat) equals a "full" cross-correlation of dy
-        (padded by k - 1 - p) with the kernel flipped in space and with its input and output
-        channels swapped:
+        Pad dy by q = k - 1 - p and take its patches,
+        ``cols_dy[(o, i, j), (n, h, w)] = dy_pad[n, o, h + i, w + j]``. Then
 
-            dx[n, c, h, w] = sum_{o, i, j} W[o, c, k-1-i, k-1-j] * dy_pad[n, o, h + i, w + j]
+            dx[n, c, h, w]  = sum_{o, i, j} W[o, c, k-1-i, k-1-j] * cols_dy[(o, i, j), (n, h, w)]
+            dW[o, c, i, j]  = sum_{n, h, w} x[n, c, h, w] * cols_dy[(o, k-1-i, k-1-j), (n, h, w)]
 
-        So dx is one more im2col and one matrix product, the forward pass run backwards,
-        which is faster than writing the big dcols matrix and scattering it back.
+        The first is a "full" cross-correlation of dy with the kernel flipped in space and
+        its channel axes swapped (the forward pass run backwards); the second pairs every
+        input pixel with the upstream gradients of the outputs it fed. Both substitute
+        h' = h + i - p into the forward sum. Derived in notebooks/01_convolution.ipynb.
+
+        Returns ``(dw, dx)``: dw of the weight's shape, dx (N, C_in, H, W) channel-major.
         """
         xp = get_array_module(dout)
-        n, c, h, w = x_shape
-        g, k = self.groups, self.kernel_size
-        w_t = self.weight.data.reshape(g, self.out_channels // g, c // g, k, k)
-        w_t = w_t[..., ::-1, ::-1].swapaxes(1, 2).reshape(g, c // g, -1)  # (g, C_in/g, C_out/g k k)
+        n, c, h, w = x.shape
+        g, k, o = self.groups, self.kernel_size, self.out_channels
         cols_dy = self._patches(dout, k, 1, k - 1 - self.padding)
-        cols_dy = cols_dy.reshape(g, w_t.shape[-1], n * h * w)
-        return xp.matmul(w_t, cols_dy).reshape(c, n, h, w).transpose(1, 0, 2, 3)
+        cols_dy = cols_dy.reshape(g, o // g * k * k, n * h * w)           # (g, C_out/g k k, N H W)
+        x_mat = x.transpose(1, 0, 2, 3).reshape(g, c // g, n * h * w)     # free for channel-major x
+        flipped = xp.matmul(cols_dy, x_mat.swapaxes(-1, -2))             # (g, C_out/g k k, C_in/g)
+        flipped = flipped.reshape(g, o // g, k, k, c // g)[:, :, ::-1, ::-1, :]
+        dw = flipped.transpose(0, 1, 4, 2, 3)                              # (g, C_out/g, C_in/g, k, k)
+        w_t = self.weight.data.reshape(g, o // g, c // g, k, k)
+        w_t = w_t[..., ::-1, ::-1].swapaxes(1, 2).reshape(g, c // g, -1)  # (g, C_in/g, C_out/g k k)
+        dx = xp.matmul(w_t, cols_dy).reshape(c, n, h, w).transpose(1, 0, 2, 3)
+        return dw, dx
