@@ -66,7 +66,8 @@ def pad_images(x, padding: int, value=0.0):
 def _offset_slices(i, j, stride, ho, wo):
     """The strided window that kernel offset (i, j) reads from the padded input."""
     return (slice(None), slice(None),
-            slice(i, i + stride * (ho - 1) + 1, stride), slice(j, j + stride * (wo - 1) + 1, stride))
+            slice(i, i + stride * (ho - 1) + 1, stride),
+            slice(j, j + stride * (wo - 1) + 1, stride))
 
 
 class Workspace:
@@ -279,7 +280,7 @@ class Conv2d(Module):
         x_mat = x.transpose(1, 0, 2, 3).reshape(g, c // g, n * h * w)     # free for channel-major x
         flipped = xp.matmul(cols_dy, x_mat.swapaxes(-1, -2))             # (g, C_out/g k k, C_in/g)
         flipped = flipped.reshape(g, o // g, k, k, c // g)[:, :, ::-1, ::-1, :]
-        dw = flipped.transpose(0, 1, 4, 2, 3)                              # (g, C_out/g, C_in/g, k, k)
+        dw = flipped.transpose(0, 1, 4, 2, 3)                      # (g, C_out/g, C_in/g, k, k)
         w_t = self.weight.data.reshape(g, o // g, c // g, k, k)
         w_t = w_t[..., ::-1, ::-1].swapaxes(1, 2).reshape(g, c // g, -1)  # (g, C_in/g, C_out/g k k)
         dx = xp.matmul(w_t, cols_dy).reshape(c, n, h, w).transpose(1, 0, 2, 3)

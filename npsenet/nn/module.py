@@ -208,8 +208,8 @@ class Module:
         if strict and (missing or unexpected):
             raise ValueError(
                 "load_state_dict: the keys do not match this model.\n"
-                f"  missing (model has, state lacks): {missing[:10]}{' ...' if len(missing) > 10 else ''}\n"
-                f"  unexpected (state has, model lacks): {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}\n"
+                f"  missing (model has, state lacks): {_first(missing)}\n"
+                f"  unexpected (state has, model lacks): {_first(unexpected)}\n"
                 "Check that the state_dict was saved from the same architecture and options, "
                 "or pass strict=False to load the keys that match.")
         staged = {}
@@ -309,6 +309,11 @@ class Module:
                 lines.append(f"  ({name}): {child_repr}")
             return "\n".join(lines) + "\n)"
         return lines[0] + ")"
+
+
+def _first(keys, count=10):
+    """The first ``count`` keys, and '...' when there are more."""
+    return f"{keys[:count]}{' ...' if len(keys) > count else ''}"
 
 
 def _as_array(value):

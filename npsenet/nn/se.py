@@ -95,7 +95,8 @@ class SEBlock(Module):
         self.channels = positive_int(channels, "channels", "SEBlock")
         self.reduction = positive_int(reduction, "reduction", "SEBlock")
         if squeeze not in SQUEEZES:
-            raise ValueError(f"SEBlock: squeeze must be one of {sorted(SQUEEZES)}, got {squeeze!r}.")
+            raise ValueError(f"SEBlock: squeeze must be one of {sorted(SQUEEZES)}, "
+                             f"got {squeeze!r}.")
         if gate not in GATES:
             raise ValueError(f"SEBlock: gate must be one of {sorted(GATES)}, got {gate!r}.")
         self.squeeze_kind, self.gate_kind = squeeze, gate
