@@ -77,10 +77,12 @@ class Workspace:
     call may return the same memory as the last, so a result must be used up before the
     next call: Conv2d's patch matrices are (the forward, dW and dx products run one after
     another), and the whole network then needs scratch memory for its largest layer only.
+    ``padded(x, p)`` does the same for zero-padded copies of the input.
     """
 
     def __init__(self):
         self._buffers = {}
+        self._padded = {}
 
     def empty(self, xp, shape, dtype):
         key = (xp.__name__, str(dtype))
@@ -91,20 +93,37 @@ class Workspace:
             buf = self._buffers[key] = xp.empty(size, dtype=dtype)
         return buf[:size].reshape(shape)
 
+    def padded(self, x, padding):
+        """``x`` (A, B, H, W) copied into the middle of a zero-bordered buffer, one kept per
+        shape: its border is zeroed once, when it is made, and never written again, so each
+        call costs one copy of x instead of zero-filling a fresh array and copying."""
+        if padding == 0:
+            return x
+        xp = get_array_module(x)
+        a, b, h, w = x.shape
+        key = ("padded", xp.__name__, x.shape, padding, str(x.dtype))
+        buf = self._padded.get(key)
+        if buf is None:
+            buf = self._padded[key] = xp.zeros((a, b, h + 2 * padding, w + 2 * padding), x.dtype)
+        buf[:, :, padding:padding + h, padding:padding + w] = x
+        return buf
+
     def clear(self):
         """Give the scratch memory back (it is allocated again on the next call)."""
         self._buffers.clear()
+        self._padded.clear()
 
 
 workspace = Workspace()
 
 
-def im2col(x, kernel: int, stride: int, padding: int, out=None):
+def im2col(x, kernel: int, stride: int, padding: int, scratch=None):
     """Patches of ``x`` (N, C, H, W) as an array of shape (C, k, k, N, H', W').
 
     ``cols[c, i, j, n, h, w] = x_pad[n, c, s*h + i, s*w + j]``; reshaped to
     (C k k, N H' W') it is the patch matrix. One strided slice is copied per kernel offset.
-    ``out``, when given, is the (C, k, k, N, H', W') array to write into.
+    With a :class:`Workspace` as ``scratch``, the padded copy and the result live in its
+    reused buffers (so the result must be used before the next call).
     """
     xp = get_array_module(x)
     n, c, h, w = x.shape
@@ -113,9 +132,11 @@ def im2col(x, kernel: int, stride: int, padding: int, out=None):
     x_cnhw = x.transpose(1, 0, 2, 3)                  # a view; free for channel-major x
     if kernel == 1 and padding == 0:                  # 1x1: the patches are the pixels
         return x_cnhw[:, None, None, :, ::stride, ::stride]
-    x_pad = pad_images(x_cnhw, padding)
     shape = (c, kernel, kernel, n, ho, wo)
-    cols = xp.empty(shape, dtype=x.dtype) if out is None else out
+    if scratch is None:
+        x_pad, cols = pad_images(x_cnhw, padding), xp.empty(shape, dtype=x.dtype)
+    else:
+        x_pad, cols = scratch.padded(x_cnhw, padding), scratch.empty(xp, shape, x.dtype)
     for i in range(kernel):
         for j in range(kernel):
             cols[:, i, j] = x_pad[_offset_slices(i, j, stride, ho, wo)]
@@ -197,10 +218,8 @@ class Conv2d(Module):
 
     @staticmethod
     def _patches(x, k, s, p):
-        """im2col into the shared scratch buffer (used at once, never kept)."""
-        n, c, h, w = x.shape
-        shape = (c, k, k, n, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
-        return im2col(x, k, s, p, out=workspace.empty(get_array_module(x), shape, x.dtype))
+        """im2col into the shared scratch buffers (used at once, never kept)."""
+        return im2col(x, k, s, p, scratch=workspace)
 
     def output_shape(self, input_shape):
         n, _, h, w = input_shape

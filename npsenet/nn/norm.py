@@ -84,12 +84,17 @@ class BatchNorm2d(Module):
             inv_std = 1.0 / xp.sqrt(var + self.eps)
             xhat *= _per_channel(inv_std)                 # (x - mu) / sqrt(var + eps)
             self._update_running_stats(mean, var, m)
-        else:
-            inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
-            xhat = (x - _per_channel(self.running_mean)) * _per_channel(inv_std)
-        y = xhat * _per_channel(gamma)
-        y += _per_channel(beta)          # in place: one pass less over the activations
-        self.cache = (xhat, inv_std, self.training)
+            y = xhat * _per_channel(gamma)
+            y += _per_channel(beta)          # in place: one pass less over the activations
+            self.cache = (xhat, inv_std, True)
+            return y
+        # eval: a fixed affine map per channel, y = x * a + b with a = gamma / sqrt(rv + eps)
+        # and b = beta - rm * a; backward recomputes xhat from x if it is ever called
+        inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
+        a = gamma * inv_std
+        y = x * _per_channel(a)
+        y += _per_channel(beta - self.running_mean * a)
+        self.cache = (x, inv_std, False)
         return y
 
     def _update_running_stats(self, mean, var, m):
@@ -106,9 +111,14 @@ class BatchNorm2d(Module):
             self.running_var.dtype, copy=False)
 
     def backward(self, dout):
-        xhat, inv_std, training = self.saved_cache()
-        check_dout(dout, xhat.shape, "BatchNorm2d", xhat.dtype)
+        cached, inv_std, training = self.saved_cache()
+        check_dout(dout, cached.shape, "BatchNorm2d", cached.dtype)
         self.release_cache()
+        # train mode cached xhat; eval mode cached x, and xhat = (x - rm) / sqrt(rv + eps)
+        if training:
+            xhat = cached
+        else:
+            xhat = (cached - _per_channel(self.running_mean)) * _per_channel(inv_std)
         gamma = self.weight.data
         sum_dy = dout.sum(axis=_AXES)
         sum_dy_xhat = (dout * xhat).sum(axis=_AXES)
