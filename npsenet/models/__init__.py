@@ -24,4 +24,7 @@ resnet101 = FACTORIES["resnet101"]
 resnet152 = FACTORIES["resnet152"]
 
 __all__ = ["MODEL_NAMES", "PLACEMENTS", "BasicBlock", "Bottleneck", "ResNet", "ResidualBlock",
-           "build_model", "gate_values", *MODEL_NAMES]
+           "build_model", "gate_values",
+           "se_resnet20", "se_resnet32", "se_resnet56", "se_resnet110",
+           "resnet20", "resnet32", "resnet56", "resnet110",
+           "se_resnet50", "se_resnet101", "se_resnet152", "resnet50", "resnet101", "resnet152"]

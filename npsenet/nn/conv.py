@@ -174,9 +174,10 @@ class Conv2d(Module):
         bias: learn a per-channel bias b.
         groups: g; each group of C_in/g input channels feeds C_out/g outputs.
 
-    Parameters:
-        weight: (C_out, C_in/g, k, k), bias: (C_out,) — PyTorch's shapes and its default
-        initialisation U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C_in/g * k * k.
+    Attributes:
+        weight: Parameter (C_out, C_in/g, k, k), initialised as in PyTorch:
+            U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = C_in/g * k * k.
+        bias: Parameter (C_out,) with the same initialisation, or None.
 
     forward(x): x (N, C_in, H, W) -> y (N, C_out, H', W').
     backward(dy): dy (N, C_out, H', W') -> dx (N, C_in, H, W); adds dL/dW (and dL/db)
