@@ -15,9 +15,10 @@ then renamed over the target, so a crash never leaves a half-written checkpoint.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
-import tempfile
+import uuid
 import zipfile
 from collections import namedtuple
 
@@ -61,8 +62,15 @@ def save_model(path, model, *, extra=None, meta=None):
 
 
 def _write_atomically(path, arrays):
+    """Write ``arrays`` to a temporary file beside ``path``, fsync it, rename it over
+    ``path`` and fsync the folder: a reader, a crash or a ``kill -9`` sees the old file or
+    the new one, never part of one. The file gets the usual permissions (0666 less the
+    umask). Temporary files that a killed writer left behind are removed after a
+    successful save (one writer per checkpoint path, as the trainer has)."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    prefix = f".{os.path.basename(path)}."
+    tmp = os.path.join(folder, f"{prefix}{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -73,6 +81,23 @@ def _write_atomically(path, arrays):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _fsync_folder(folder)
+    for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*.tmp")):
+        try:
+            os.remove(stale)
+        except OSError:
+            pass
+
+
+def _fsync_folder(folder):
+    """Make a rename inside ``folder`` durable (POSIX; a no-op where folders can't be opened)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path, device="cpu"):

@@ -81,6 +81,23 @@ def test_write_is_atomic_and_replaces_the_file(tmp_path, monkeypatch):
     assert ns.io.load_checkpoint(path).meta == {"epoch": 2}      # the old file is intact
 
 
+def test_checkpoint_permissions_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        ns.io.save_model(tmp_path / "checkpoint.npz", ns.models.resnet20())
+    finally:
+        os.umask(old)
+    assert (tmp_path / "checkpoint.npz").stat().st_mode & 0o777 == 0o644
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_by_the_next_save(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    (tmp_path / ".checkpoint.npz.1234.deadbeef.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / ".other.npz.1234.deadbeef.tmp").write_bytes(b"not ours")
+    ns.io.save_model(path, ns.models.resnet20())
+    assert sorted(os.listdir(tmp_path)) == [".other.npz.1234.deadbeef.tmp", "checkpoint.npz"]
+
+
 def test_npz_that_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "weights.npz"
     np.savez(path, w=np.zeros(3))
