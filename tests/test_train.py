@@ -81,6 +81,20 @@ def test_resume_after_an_epoch_is_bit_identical(tiny_run, tmp_path):
     assert [r["test_loss"] for r in resumed.metrics] == [r["test_loss"] for r in trainer.metrics]
 
 
+def test_a_short_run_on_each_device(device, tmp_path):
+    """The whole pipeline with --device gpu (CuPy) where a GPU is present: the loss
+    stays finite, the checkpoint loads on the CPU, and eval runs on the device."""
+    config = training.default_config(**dict(TINY, epochs=1), device=device)
+    trainer = training.build_trainer(config, tmp_path, progress=False)
+    trainer.fit()
+    assert np.isfinite(trainer.metrics[-1]["train_loss"])
+    model = ns.io.load_model(tmp_path / training.CHECKPOINT_NAME)
+    assert ns.backend.device_of(model.parameters()[0].data) == "cpu"
+    loss, accuracy, count = training.evaluate_checkpoint(tmp_path / training.CHECKPOINT_NAME,
+                                                         device=device)
+    assert np.isfinite(loss) and 0.0 <= accuracy <= 1.0 and count > 0
+
+
 def test_eval_command_prints_the_accuracy(tiny_run, capsys):
     trainer, out, _ = tiny_run
     assert cli.main(["eval", "--checkpoint", str(out / "checkpoint.npz"),
