@@ -234,22 +234,22 @@ def format_result(r):
 
 
 def add_arguments(parser):
+    from .commands import non_negative_int, positive_int
     parser.add_argument("--model", default="se_resnet20", help="model name (default se_resnet20)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--image-size", type=positive_int, default=32)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--mode", choices=["train", "eval"], default="train",
                         help="train: forward + loss + backward + SGD; eval: forward only")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=positive_int, default=10,
+                        help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=non_negative_int, default=2)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run_from_args(args):
-    if args.batch_size < 1 or args.steps < 1 or args.warmup < 0:
-        raise ValueError("--batch-size and --steps must be >= 1 and --warmup >= 0.")
     result = run_benchmark(model=args.model, batch_size=args.batch_size,
                            image_size=args.image_size, dtype=args.dtype, device=args.device,
                            mode=args.mode, steps=args.steps, warmup=args.warmup,

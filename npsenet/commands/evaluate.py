@@ -6,7 +6,8 @@
 """
 from __future__ import annotations
 
-from .train import add_data_arguments, positive_int
+from . import positive_int
+from .train import add_data_arguments
 
 
 def add_parser(sub):

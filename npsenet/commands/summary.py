@@ -11,20 +11,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_device_argument
+from . import add_device_argument, positive_int
 from ..models.options import add_model_arguments, model_from_args
 
 CIFAR_INPUT, IMAGENET_INPUT = 32, 224
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_parser(sub):
@@ -34,12 +24,12 @@ def add_parser(sub):
                                    "(MACs), then the totals. --compare sets an SE model "
                                    "beside the plain ResNet of the same depth.")
     add_model_arguments(p)
-    p.add_argument("--input-size", type=_positive_int, default=None, metavar="H",
+    p.add_argument("--input-size", type=positive_int, default=None, metavar="H",
                    help=f"height and width of the input (default: {CIFAR_INPUT} for the CIFAR "
                         f"models, {IMAGENET_INPUT} for the ImageNet ones)")
-    p.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=1, metavar="N",
                    help="images in the input batch; MACs are for the whole batch (default: 1)")
-    p.add_argument("--num-classes", type=_positive_int, default=None, metavar="K",
+    p.add_argument("--num-classes", type=positive_int, default=None, metavar="K",
                    help="outputs of fc (default: 10 for the CIFAR models, 1000 for the "
                         "ImageNet ones)")
     p.add_argument("--compare", action="store_true",
