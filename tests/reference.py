@@ -233,3 +233,19 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0):
             loss -= q * math.log(p)
             dlogits[n, c] = (p - q) / n_batch
     return loss / n_batch, dlogits
+
+
+def random_pool_cases(seed, count, kernels, heights, widths):
+    """Random max-pooling settings ``(n, c, h, w, k, s, p)`` whose output is at least 1x1:
+    stride 1 to 3 and padding at most k // 2 (PyTorch's limit), drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        k = int(rng.choice(kernels))
+        s = int(rng.choice([1, 2, 3]))
+        p = int(rng.integers(0, k // 2 + 1))
+        h, w = int(rng.choice(heights)), int(rng.choice(widths))
+        if (h + 2 * p - k) // s + 1 < 1 or (w + 2 * p - k) // s + 1 < 1:
+            continue
+        cases.append((int(rng.integers(1, 3)), int(rng.integers(1, 4)), h, w, k, s, p))
+    return cases

@@ -76,21 +76,8 @@ def test_conv2d_reference_is_a_correlation_on_a_hand_example():
     np.testing.assert_array_equal(y, np.full((1, 1, 2, 2), -4.0 + 0.5))
 
 
-def _pool_cases(count=25, seed=11):
-    rng = np.random.default_rng(seed)
-    cases = []
-    while len(cases) < count:
-        k = int(rng.choice([1, 2, 3, 4, 5]))
-        s = int(rng.choice([1, 2, 3]))
-        p = int(rng.integers(0, k // 2 + 1))
-        h, w = int(rng.integers(1, 9)), int(rng.integers(1, 9))
-        if conv_output_size(h, k, s, p) < 1 or conv_output_size(w, k, s, p) < 1:
-            continue
-        cases.append((int(rng.integers(1, 3)), int(rng.integers(1, 4)), h, w, k, s, p))
-    return cases
-
-
-POOL_CASES = _pool_cases()
+POOL_CASES = reference.random_pool_cases(11, 25, kernels=[1, 2, 3, 4, 5],
+                                              heights=range(1, 9), widths=range(1, 9))
 
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=[

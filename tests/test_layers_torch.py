@@ -11,6 +11,8 @@ import npsenet as ns  # noqa: E402
 from npsenet.backend import to_device, to_numpy  # noqa: E402
 from npsenet.nn.conv import conv_output_size  # noqa: E402
 
+import reference  # noqa: E402
+
 TOL = 1e-9
 
 
@@ -222,21 +224,8 @@ def test_global_max_pool_matches_torch(shape, device):
     run_both(ns.nn.GlobalMaxPool2d(), lambda t: t.amax(dim=(2, 3)), [x], device, rng)
 
 
-def _pool_cases(count=24, seed=5):
-    rng = np.random.default_rng(seed)
-    cases = []
-    while len(cases) < count:
-        k = int(rng.choice([1, 2, 3, 5]))
-        s = int(rng.choice([1, 2, 3]))
-        p = int(rng.integers(0, k // 2 + 1))
-        h, w = int(rng.choice([1, 3, 5, 7, 8])), int(rng.choice([2, 4, 5, 9]))
-        if conv_output_size(h, k, s, p) < 1 or conv_output_size(w, k, s, p) < 1:
-            continue
-        cases.append((int(rng.integers(1, 3)), int(rng.integers(1, 4)), h, w, k, s, p))
-    return cases
-
-
-POOL_CASES = _pool_cases()
+POOL_CASES = reference.random_pool_cases(5, 24, kernels=[1, 2, 3, 5], heights=[1, 3, 5, 7, 8],
+                                              widths=[2, 4, 5, 9])
 
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=[
