@@ -14,6 +14,10 @@ shape (C_in k k, N H' W'), the whole batch is one matrix product,
     dL/dx     = col2im(dL/dcols)     (each patch entry adds back onto the pixel it came from)
     dL/db[o]  = sum_{n, h, w} dy[n, o, h, w]
 
+For stride 1 the same gradients come from the patches of dy instead (see
+``Conv2d._grads_from_dy_patches``): dx is a convolution of dy with the flipped kernel,
+and dW pairs every input pixel with the patches of dy, so col2im is not needed.
+
 Groups split the channels into g independent convolutions; the matrices then carry a
 leading group axis, (g, C_in/g k k, N H' W'), and the same products run per group.
 
@@ -101,7 +105,7 @@ class Workspace:
             return x
         xp = get_array_module(x)
         a, b, h, w = x.shape
-        key = ("padded", xp.__name__, x.shape, padding, str(x.dtype))
+        key = (xp.__name__, x.shape, padding, str(x.dtype))
         buf = self._padded.get(key)
         if buf is None:
             buf = self._padded[key] = xp.zeros((a, b, h + 2 * padding, w + 2 * padding), x.dtype)
@@ -233,14 +237,14 @@ class Conv2d(Module):
         xp = get_array_module(x)
         n, _, h, w = x.shape
         k, s, p, g = self.kernel_size, self.stride, self.padding, self.groups
-        ho, wo = conv_output_size(h, k, s, p), conv_output_size(w, k, s, p)
+        ho, wo = self.output_shape(x.shape)[2:]
         if ho < 1 or wo < 1:
             raise ValueError(f"{self._describe()}: the input of spatial size {h}x{w} is smaller "
                              f"than the kernel ({k}x{k}) even after padding {p}. Use a larger "
                              "input or more padding.")
         cols = self._patches(x, k, s, p).reshape(g, -1, n * ho * wo)      # (g, K, N L)
-        # Cache x, not cols: cols is k*k times larger, and rebuilding it in backward costs
-        # less time than holding it costs memory (x is the previous layer's output anyway).
+        # Cache x, not cols: cols is k*k times larger, and backward needs only x (it builds
+        # the patches it needs), which the previous layer's output holds anyway.
         self.cache = x
         w_mat = self.weight.data.reshape(g, self.out_channels // g, -1)   # (g, C_out/g, K)
         y_cnhw = xp.matmul(w_mat, cols).reshape(self.out_channels, n, ho, wo)

@@ -259,7 +259,7 @@ class Module:
                 p.grad = None
             for name in mod._buffers:
                 object.__setattr__(mod, name, convert(getattr(mod, name)))
-            mod._clear_cache()
+            mod.release_cache()
         return self
 
     def saved_cache(self):
@@ -278,10 +278,7 @@ class Module:
         return cache
 
     def release_cache(self):
-        object.__setattr__(self, "cache", None)
-
-    def _clear_cache(self):
-        """Drop the arrays a forward pass cached for backward (they may be on another device)."""
+        """Drop what forward cached (backward's last use of it, or a move to another device)."""
         if "cache" in self.__dict__:
             object.__setattr__(self, "cache", None)
 

@@ -86,7 +86,7 @@ class BatchNorm2d(Module):
             self._update_running_stats(mean, var, m)
             y = xhat * _per_channel(gamma)
             y += _per_channel(beta)          # in place: one pass less over the activations
-            self.cache = (xhat, inv_std, True)
+            self.cache = (xhat, inv_std, None)
             return y
         # eval: a fixed affine map per channel, y = x * a + b with a = gamma / sqrt(rv + eps)
         # and b = beta - rm * a; backward recomputes xhat from x if it is ever called
@@ -94,7 +94,7 @@ class BatchNorm2d(Module):
         a = gamma * inv_std
         y = x * _per_channel(a)
         y += _per_channel(beta - self.running_mean * a)
-        self.cache = (x, inv_std, False)
+        self.cache = (x, inv_std, self.running_mean)   # the statistics this forward used
         return y
 
     def _update_running_stats(self, mean, var, m):
@@ -111,14 +111,16 @@ class BatchNorm2d(Module):
             self.running_var.dtype, copy=False)
 
     def backward(self, dout):
-        cached, inv_std, training = self.saved_cache()
+        cached, inv_std, running_mean = self.saved_cache()
         check_dout(dout, cached.shape, "BatchNorm2d", cached.dtype)
         self.release_cache()
-        # train mode cached xhat; eval mode cached x, and xhat = (x - rm) / sqrt(rv + eps)
+        # train mode cached xhat (and no running mean); eval mode cached x and the running
+        # mean it used, and xhat = (x - rm) / sqrt(rv + eps)
+        training = running_mean is None
         if training:
             xhat = cached
         else:
-            xhat = (cached - _per_channel(self.running_mean)) * _per_channel(inv_std)
+            xhat = (cached - _per_channel(running_mean)) * _per_channel(inv_std)
         gamma = self.weight.data
         sum_dy = dout.sum(axis=_AXES)
         sum_dy_xhat = (dout * xhat).sum(axis=_AXES)

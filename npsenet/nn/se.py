@@ -26,6 +26,7 @@ from .module import Module
 from .pooling import GlobalAvgPool2d, GlobalMaxPool2d
 
 SQUEEZES = {"avg": GlobalAvgPool2d, "max": GlobalMaxPool2d}
+GATES = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU}
 
 
 def scale_channels(u, s):
@@ -37,7 +38,6 @@ def scale_channels(u, s):
     """
     xp = get_array_module(u)
     return xp.multiply(u, s[:, :, None, None], out=xp.empty_like(u))
-GATES = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU}
 
 
 class ChannelScale(Module):
