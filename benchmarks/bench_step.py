@@ -9,9 +9,10 @@ Same as ``npsenet bench``; the method is described in ``npsenet/bench.py``.
 import argparse
 
 from npsenet.bench import add_arguments, run_from_args
+from npsenet.commands import add_device_argument
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    add_device_argument(parser)
     add_arguments(parser)
     run_from_args(parser.parse_args())

@@ -17,7 +17,6 @@ On the GPU, CuPy's and PyTorch's own allocator peaks are reported instead.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -70,12 +69,10 @@ class NpsenetStep:
 class TorchStep:
     """The same step in PyTorch (eager), with the same weights and batch."""
 
-    def __init__(self, np_step, threads=None):
+    def __init__(self, np_step):
         import torch
 
         from .torch_reference import build_torch_model, copy_weights
-        if threads:
-            torch.set_num_threads(threads)
         self.torch = torch
         model = np_step.model
         self.model = copy_weights(model, build_torch_model(model.name, **model.options))
@@ -121,7 +118,7 @@ def _timed(fn):
 
 def run_benchmark(model="se_resnet20", batch_size=128, image_size=32, dtype="float32",
                   device="cpu", mode="train", steps=10, warmup=2, compare_torch=None,
-                  memory=True, threads=None, pause=0.3):
+                  memory=True, pause=0.3):
     """Median step times (seconds) of npsenet and, when available, PyTorch.
 
     ``pause`` seconds pass, untimed, between one framework's step and the other's (see
@@ -133,7 +130,7 @@ def run_benchmark(model="se_resnet20", batch_size=128, image_size=32, dtype="flo
     if compare_torch is None:
         compare_torch = torch_available()
     ours = NpsenetStep(model, batch_size, image_size, dtype, device, mode)
-    theirs = TorchStep(ours, threads) if compare_torch else None
+    theirs = TorchStep(ours) if compare_torch else None
     for _ in range(warmup):
         ours()
         if theirs:
@@ -259,11 +256,5 @@ def run_from_args(args):
     return result
 
 
-if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--probe":
-        print(_probe(sys.argv[2], json.loads(sys.argv[3])))
-    else:
-        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-        parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-        add_arguments(parser)
-        run_from_args(parser.parse_args())
+if __name__ == "__main__":  # the memory probe's subprocess (see measure_peak_memory)
+    print(_probe(sys.argv[2], json.loads(sys.argv[3])))
