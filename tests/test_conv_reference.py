@@ -8,15 +8,9 @@ from npsenet.backend import to_device, to_numpy
 from npsenet.nn.conv import col2im, conv_output_size, im2col
 
 import reference
+from helpers import normwise_error
 
 RTOL = 1e-12
-
-
-def normwise_error(actual, expected):
-    """max |a - b| / max |b|: the error relative to the size of the expected array."""
-    actual, expected = to_numpy(actual), np.asarray(expected)
-    assert actual.shape == expected.shape
-    return float(np.max(np.abs(actual - expected)) / max(1e-300, np.max(np.abs(expected))))
 
 
 def _conv_cases(count=40, seed=7):

@@ -12,16 +12,9 @@ from npsenet.backend import to_device, to_numpy  # noqa: E402
 from npsenet.nn.conv import conv_output_size  # noqa: E402
 
 import reference  # noqa: E402
+from helpers import normwise_error  # noqa: E402
 
 TOL = 1e-9
-
-
-def normwise_error(actual, expected):
-    """max |a - b| / max |b| (an exact match gives 0; NaN or shape mismatch fail)."""
-    a = to_numpy(actual).astype(np.float64)
-    b = expected.detach().cpu().numpy() if hasattr(expected, "detach") else np.asarray(expected)
-    assert a.shape == b.shape, f"shape {a.shape} != {b.shape}"
-    return float(np.max(np.abs(a - b), initial=0.0) / max(1e-300, np.max(np.abs(b), initial=0.0)))
 
 
 def assert_close(actual, expected, what):

@@ -9,12 +9,15 @@ import npsenet as ns
 from npsenet.gradcheck import check_layer, numerical_gradient, relative_error
 from npsenet.models import PLACEMENTS, BasicBlock, Bottleneck, ResNet
 
+from helpers import normwise_error
+
 GRAD_TOL = 1e-7
 # Blocks and networks compose up to ~30 layers: central differences then carry a round-off
 # of ~1e-16 |L| / h in each entry, which the elementwise relative error divides by the
 # smallest gradient entries (~1e-5). A correct backward stays near 1e-8..1e-7; a wrong one
 # is off by far more than 1e-6.
 COMPOSITE_TOL = 1e-6
+NORMWISE_TOL = 1e-8
 
 
 def count(model):
@@ -332,12 +335,15 @@ def test_small_network_gradients_end_to_end(imagenet_stem, size, checked, rng, r
     dx = model.backward(loss_fn.backward(dloss))
     params = dict(model.named_parameters())
     errors = {}
+    # Normwise errors: through 8 layers the central differences carry an absolute
+    # round-off of ~1e-12, which an entry-by-entry ratio turns into ~1e-5 on entries
+    # 1e-7 in size (layer3's SE gate sees a 2x2 map), whatever the backward computes.
     if not imagenet_stem:  # 2,400 input entries at 20x20: conv1.weight covers the stem
-        errors["input"] = relative_error(dx, numerical_gradient(loss, x, dloss))
+        errors["input"] = normwise_error(dx, numerical_gradient(loss, x, dloss))
     for name in checked:
-        errors[name] = relative_error(params[name].grad,
+        errors[name] = normwise_error(params[name].grad,
                                       numerical_gradient(loss, params[name].data, dloss))
-    assert max(errors.values()) < COMPOSITE_TOL, errors
+    assert max(errors.values()) < NORMWISE_TOL, errors
 
 
 def test_se_resnet50_forward_backward_runs(rng):

@@ -21,25 +21,36 @@ and dW pairs every input pixel with the patches of dy, so col2im is not needed.
 Groups split the channels into g independent convolutions; the matrices then carry a
 leading group axis, (g, C_in/g k k, N H' W'), and the same products run per group.
 
-Speed notes (the plain, loop-over-everything version is ``tests/reference.py``):
+How ``Conv2d`` runs it fast (the plain, loop-over-everything version is
+``tests/reference.py``; notebook 01, section 5, derives the fast one):
 
-* One large matrix product per convolution instead of one per sample: BLAS is far more
-  efficient on (16 x 144) @ (144 x 131072) than on 128 products of (16 x 144) @ (144 x 1024).
-* Channel-major memory. The columns of ``cols`` run over (n, h, w), so the product
-  ``W_mat @ cols`` comes out as (C_out, N, H', W'). Instead of copying it into NCHW order we
-  return the transposed *view* ``y_cnhw.transpose(1, 0, 2, 3)``: its shape is (N, C_out, H', W')
-  as the API promises, while its memory is laid out channel by channel (PyTorch calls such
-  layouts memory formats). Element-wise layers keep that layout, and the next convolution's
-  ``x.transpose(1, 0, 2, 3)`` is then free, so activations never get transposed at all.
-* im2col and col2im loop over the k*k kernel offsets (at most 49) and copy or add one
-  strided slice of the whole batch per offset: no loop over samples or pixels, and no
-  ``np.add.at`` scatter (strided ``+=`` is 2-3x faster here).
-* The patch matrix of a CIFAR stage-1 layer at batch 128 is 75 MB. Memory that large comes
-  fresh from the operating system on every allocation, and writing it the first time costs
-  a page fault per 4 KiB (measured: 26 ms to fill a fresh one, 4 ms to refill an old one).
-  So Conv2d writes its patches into a scratch buffer that is reused from call to call
-  (:class:`Workspace`), the way PyTorch's caching allocator reuses GPU memory. The
-  buffer lives only inside one forward or backward call; nothing keeps a reference to it.
+* Channels-last memory. Activations keep the (N, C, H, W) shape of the API, but their
+  memory is laid out as (N, H, W, C), the layout PyTorch calls ``channels_last``: the
+  convolution returns the transposed *view* ``y_nhwc.transpose(0, 3, 1, 2)``, element-wise
+  layers keep the layout, and the next convolution's ``x.transpose(0, 2, 3, 1)`` is free.
+* Stride 1 needs no patch matrix at all (:func:`conv2d_strips`). In channels-last memory
+  the k pixels of one kernel row, x_pad[n, h + i, w:w + k, :], are k*C consecutive numbers:
+  a *strip*. The strips of outputs w, w + k, w + 2k, ... lie end to end, so for one kernel
+  row i and one residue r = w mod k, all of them together are an ordinary matrix *view*
+  of the padded input, of shape (positions, k C), and
+
+      y[outputs with w = r (mod k)] = sum_i strips(i, r) @ W_rows[i]
+      with W_rows[i][(j, c), o] = W[o, c, i, j],
+
+  k*k matrix products over views instead of one product over a k*k times larger copy.
+  The backward pass uses the same views: dW_rows[i] = sum_r strips(i, r)^T @ dy(r), and
+  dx is itself a stride-1 convolution (of dy with the flipped kernel), so it runs the
+  same forward code.
+* The patch matrix (im2col) remains the method for strided and grouped convolutions:
+  one large matrix product per convolution instead of one per sample, im2col and col2im
+  looping over the k*k kernel offsets (at most 49) with one strided copy or ``+=`` of the
+  whole batch each: no loop over samples or pixels, no ``np.add.at`` scatter.
+* Scratch memory is reused (:class:`Workspace`): the padded inputs and the patch
+  matrices are tens of MB, and memory that large comes fresh from the operating system
+  on every allocation, paying a page fault per 4 KiB the first time it is written
+  (measured: 26 ms to fill a fresh 75 MB patch matrix, 4 ms to refill an old one), the way
+  PyTorch's caching allocator reuses GPU memory. Scratch lives only inside one forward or
+  backward call; nothing keeps a reference to it.
 """
 from __future__ import annotations
 
@@ -48,6 +59,7 @@ import math
 from ..backend import get_array_module
 from .. import init
 from ._checks import check_dout, check_input, pair, positive_int
+from ._channels import sum_over_batch_and_space
 from .module import Module, Parameter
 
 
@@ -75,21 +87,26 @@ def _offset_slices(i, j, stride, ho, wo):
 
 
 class Workspace:
-    """One scratch array per (array library, dtype), grown to the largest request.
+    """Scratch arrays reused from call to call (see the module docstring for why).
 
-    ``empty(xp, shape, dtype)`` returns a view of its first prod(shape) elements. Each
-    call may return the same memory as the last, so a result must be used up before the
-    next call: Conv2d's patch matrices are (the forward, dW and dx products run one after
-    another), and the whole network then needs scratch memory for its largest layer only.
-    ``padded(x, p)`` does the same for zero-padded copies of the input.
+    ``empty(xp, shape, dtype, slot)`` returns a view of the first prod(shape) elements of
+    one array per (slot, array library, dtype), grown to the largest request. Each call
+    may return the same memory as the last call for that slot, so a result must be used
+    up before the next call: Conv2d's patch matrices are (the forward, dW and dx
+    products run one after another), and the whole network then needs scratch memory
+    for its largest layer only.
+
+    ``zeroed(xp, key, size, dtype)`` returns a flat array that is zero when it is made
+    and kept under ``key``. Its users write the same interior on every call and never
+    touch the rest, so its border stays zero: a padded copy then costs one copy of the
+    data instead of zero-filling a fresh array and copying.
     """
 
     def __init__(self):
         self._buffers = {}
-        self._padded = {}
 
-    def empty(self, xp, shape, dtype):
-        key = (xp.__name__, str(dtype))
+    def empty(self, xp, shape, dtype, slot="patches"):
+        key = ("empty", slot, xp.__name__, str(dtype))
         size = math.prod(shape)
         buf = self._buffers.get(key)
         if buf is None or buf.size < size:
@@ -97,28 +114,199 @@ class Workspace:
             buf = self._buffers[key] = xp.empty(size, dtype=dtype)
         return buf[:size].reshape(shape)
 
+    def zeroed(self, xp, key, size, dtype):
+        key = ("zeroed", xp.__name__, str(dtype)) + tuple(key)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = xp.zeros(size, dtype=dtype)
+        return buf
+
     def padded(self, x, padding):
-        """``x`` (A, B, H, W) copied into the middle of a zero-bordered buffer, one kept per
-        shape: its border is zeroed once, when it is made, and never written again, so each
-        call costs one copy of x instead of zero-filling a fresh array and copying."""
+        """``x`` (A, B, H, W) copied into the middle of a zero-bordered (A, B, H + 2p, W + 2p)
+        buffer, one kept per shape."""
         if padding == 0:
             return x
         xp = get_array_module(x)
         a, b, h, w = x.shape
-        key = (xp.__name__, x.shape, padding, str(x.dtype))
-        buf = self._padded.get(key)
-        if buf is None:
-            buf = self._padded[key] = xp.zeros((a, b, h + 2 * padding, w + 2 * padding), x.dtype)
+        shape = (a, b, h + 2 * padding, w + 2 * padding)
+        key = ("padded", x.shape, padding)        # (the interior it writes, not only the size)
+        buf = self.zeroed(xp, key, math.prod(shape), x.dtype).reshape(shape)
         buf[:, :, padding:padding + h, padding:padding + w] = x
         return buf
+
+    def nbytes(self):
+        """Bytes of scratch memory held."""
+        return sum(buf.nbytes for buf in self._buffers.values() if buf is not None)
 
     def clear(self):
         """Give the scratch memory back (it is allocated again on the next call)."""
         self._buffers.clear()
-        self._padded.clear()
 
 
 workspace = Workspace()
+
+
+def channels_last(a):
+    """``a`` (N, C, H, W) with channels-last memory: ``a`` itself if it has it already,
+    else a copy laid out as (N, H, W, C) and returned as the (N, C, H, W) view of it."""
+    xp = get_array_module(a)
+    a_nhwc = a.transpose(0, 2, 3, 1)
+    if a_nhwc.flags.c_contiguous:
+        return a
+    return xp.ascontiguousarray(a_nhwc).transpose(0, 3, 1, 2)
+
+
+class StripGrid:
+    """The zero-padded, channels-last input of a stride-1 convolution, read as strips.
+
+    The batch is laid out as one wide image: the N images side by side, each row of the
+    grid holding row h of every image, with a gap of ``s`` zero columns between
+    neighbours and p zero rows above and below. A convolution of the wide image is then
+    the convolution of every image, provided each gap holds the padding of both its
+    neighbours (s >= p; windows reach at most p columns past an image's edge) and the W'
+    outputs of an image fit before the next one (W + s >= W'). s is also chosen so that
+    W + s is a multiple of k (see below). Shape of the grid: (H + 2p, Wg, C), stored flat and
+    followed by a little zero slack so that every strip view stays inside the array.
+
+    Output positions are the grid positions (h, v): output (n, h, w) is v = n (W + s) + w.
+    Grouped by the residue r = v mod k (which is w mod k, as W + s is a multiple of k),
+    position t of residue r is v = r + k t, and there are ``rows = (H + 2p) Wg / k`` of
+    them. Positions outside an image's H' x W' outputs are computed and dropped; with
+    the gaps that is (H + 2p)/H' * (W + s)/W' - 1 extra arithmetic (10% at 32x32).
+
+    ``strips(i, r)`` is the (rows, k C) matrix whose row (h, t) holds the k*C numbers of
+    x_grid[h + i, v:v + k, :], read in place: consecutive positions of a residue start
+    k*C numbers apart, exactly the length of a strip, so the view is an ordinary
+    C-contiguous matrix that BLAS takes as it is.
+    """
+
+    def __init__(self, shape, kernel, padding):
+        n, h, w, c = shape
+        self.shape, self.k, self.p, self.c = tuple(shape), kernel, padding, c
+        gap = max(padding, 2 * padding - kernel + 1)     # zeros for both neighbours; W' <= W + gap
+        self.gap = gap + (-(w + gap)) % kernel           # the smallest with (W + gap) % k == 0
+        self.hp = h + 2 * padding
+        columns = padding + n * (w + self.gap)            # the last image and its right padding
+        self.t = -(-columns // kernel)                    # positions per grid row and residue
+        self.wg = self.t * kernel
+        self.rows = self.hp * self.t
+        self.size = self.hp * self.wg * c
+        self.slack = ((kernel - 1) * self.wg + kernel - 1) * c   # reach of the last strip
+
+    def images(self, grid, rows):
+        """The per-image blocks of the first ``rows`` rows of a (H + 2p, Wg, C') grid, as an
+        (N, rows, W + s, C') view: ``images(grid, rows)[n, h, w]`` is grid[h, n (W + s) + w]."""
+        n, _, w, _ = self.shape
+        block = grid[:rows, :n * (w + self.gap)]
+        return block.reshape(rows, n, w + self.gap, grid.shape[-1]).transpose(1, 0, 2, 3)
+
+    def fill(self, x_nhwc, scratch, role):
+        """Copy x (N, H, W, C) into the grid's reused buffer; returns the flat grid."""
+        n, h, w, c = self.shape
+        p, xp = self.p, get_array_module(x_nhwc)
+        key = (role, self.shape, self.k, p)
+        flat = scratch.zeroed(xp, key, self.size + self.slack, x_nhwc.dtype)
+        grid = flat[:self.size].reshape(self.hp, self.wg, c)
+        self.images(grid[p:, p:], h)[:, :, :w] = x_nhwc
+        return flat
+
+    def strips(self, flat, i, r):
+        start = (i * self.wg + r) * self.c                # grid[i, r, 0]
+        kc = self.k * self.c
+        return flat[start:start + self.rows * kc].reshape(self.rows, kc)
+
+    def residue(self, grid, r):
+        """Positions of residue r of an (H + 2p, Wg, C') array, as a (rows, C') view."""
+        return grid[:, r::self.k].reshape(self.rows, grid.shape[-1])
+
+    def outputs(self, grid, r, ho, wo):
+        """The outputs of residue r in an (H + 2p, Wg / k, C') array of residue-r results,
+        as an (N, H', count, C') view: their w = r, r + k, r + 2k, ... < W'."""
+        per_image = (self.shape[2] + self.gap) // self.k
+        block = grid[:ho, :self.shape[0] * per_image]
+        block = block.reshape(ho, self.shape[0], per_image, grid.shape[-1])
+        return block[:, :, :len(range(r, wo, self.k))].transpose(1, 0, 2, 3)
+
+
+def kernel_rows(weight):
+    """W (C_out, C_in, k, k) as W_rows (k, k C_in, C_out): W_rows[i][(j, c), o] = W[o, c, i, j]."""
+    c_out, c_in, k, _ = weight.shape
+    return weight.transpose(2, 3, 1, 0).reshape(k, k * c_in, c_out)
+
+
+def conv2d_strips(x_nhwc, w_rows, padding, scratch, role="x"):
+    """Stride-1 convolution of channels-last x, no patch matrix (see :class:`StripGrid`).
+
+    Args:
+        x_nhwc: (N, H, W, C_in).
+        w_rows: (k, k C_in, C_out), from :func:`kernel_rows`.
+        padding: p.
+        scratch: a :class:`Workspace` for the padded grid and the partial products.
+    Returns:
+        y (N, H', W', C_out), a new array:
+        ``y[n, h, w, o] = sum_i sum_(j, c) x_pad[n, h + i, w + j, c] * W_rows[i][(j, c), o]``.
+    """
+    xp = get_array_module(x_nhwc)
+    n, h, w, c_in = x_nhwc.shape
+    k, _, c_out = w_rows.shape
+    ho, wo = h + 2 * padding - k + 1, w + 2 * padding - k + 1
+    if k == 1 and padding == 0:                   # 1x1: one matrix product over the pixels
+        return xp.matmul(x_nhwc.reshape(-1, c_in), w_rows[0]).reshape(n, ho, wo, c_out)
+    grid = StripGrid(x_nhwc.shape, k, padding)
+    flat = grid.fill(x_nhwc, scratch, role)
+    y = xp.empty((n, ho, wo, c_out), dtype=x_nhwc.dtype)
+    acc = scratch.empty(xp, (grid.rows, c_out), x_nhwc.dtype, slot="strips: sum")
+    part = scratch.empty(xp, (grid.rows, c_out), x_nhwc.dtype, slot="strips: term")
+    for r in range(min(k, wo)):                   # output columns w = r, r + k, r + 2k, ...
+        xp.matmul(grid.strips(flat, 0, r), w_rows[0], out=acc)
+        for i in range(1, k):                     # kernel rows
+            acc += xp.matmul(grid.strips(flat, i, r), w_rows[i], out=part)
+        y[:, :, r::k] = grid.outputs(acc.reshape(grid.hp, grid.t, c_out), r, ho, wo)
+    return y
+
+
+def conv2d_strips_backward(x_nhwc, dy_nhwc, weight, padding, scratch):
+    """dL/dW and dL/dx of :func:`conv2d_strips`.
+
+    dW: the forward sum pairs strip entry (j, c) of position (h, t) with that position's
+    output, so ``dW_rows[i] = sum_r strips(i, r)^T @ dy(r)``, where dy(r) are the upstream
+    gradients of residue r laid out on the same grid (zeros at the dropped positions).
+
+    dx: substituting h' = h + i - p in the forward sum gives a stride-1 convolution of dy,
+    padded by q = k - 1 - p, with the kernel flipped in space and its channel axes
+    swapped: ``dx[n, h, w, c] = sum_{o, i, j} W[o, c, k-1-i, k-1-j] dy_pad[n, h + i, w + j, o]``.
+    Needs p <= k - 1.
+
+    Args:
+        x_nhwc: (N, H, W, C_in), the forward input. dy_nhwc: (N, H', W', C_out).
+        weight: W (C_out, C_in, k, k).
+    Returns:
+        (dW of W's shape, dx (N, H, W, C_in)).
+    """
+    xp = get_array_module(dy_nhwc)
+    n, h, w, c_in = x_nhwc.shape
+    c_out, _, k, _ = weight.shape
+    _, ho, wo, _ = dy_nhwc.shape
+    if k == 1 and padding == 0:                   # 1x1: dW = x^T dy, dx = dy W over the pixels
+        x_pixels, dy_pixels = x_nhwc.reshape(-1, c_in), dy_nhwc.reshape(-1, c_out)
+        w_mat = weight.reshape(c_out, c_in)
+        dw = xp.matmul(x_pixels.T, dy_pixels).T.reshape(weight.shape)
+        return dw, xp.matmul(dy_pixels, w_mat).reshape(n, h, w, c_in)
+    grid = StripGrid(x_nhwc.shape, k, padding)
+    flat = grid.fill(x_nhwc, scratch, "x")
+    dy_shape = (grid.hp, grid.wg, c_out)
+    key = ("dy on the grid of x", grid.shape, k, padding, c_out)
+    dy_grid = scratch.zeroed(xp, key, math.prod(dy_shape), dy_nhwc.dtype).reshape(dy_shape)
+    grid.images(dy_grid, ho)[:, :, :wo] = dy_nhwc
+    dw_rows = xp.zeros((k, k * c_in, c_out), dtype=dy_nhwc.dtype)
+    for r in range(min(k, wo)):
+        dy_r = grid.residue(dy_grid, r)                                 # (rows, C_out)
+        for i in range(k):
+            dw_rows[i] += xp.matmul(grid.strips(flat, i, r).T, dy_r)
+    dw = dw_rows.reshape(k, k, c_in, c_out).transpose(3, 2, 0, 1)
+    flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)            # (C_in, C_out, k, k)
+    dx = conv2d_strips(dy_nhwc, kernel_rows(flipped), k - 1 - padding, scratch, role="dy")
+    return dw, dx
 
 
 def im2col(x, kernel: int, stride: int, padding: int, scratch=None):
@@ -231,81 +419,69 @@ class Conv2d(Module):
         k, s, p = self.kernel_size, self.stride, self.padding
         return (n, self.out_channels, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
 
+    def _uses_strips(self):
+        """Stride 1, or a 1x1 kernel without padding (which with stride s is a stride-1
+        convolution of x[:, :, ::s, ::s]), and no groups: :func:`conv2d_strips`."""
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return self.groups == 1 and (s == 1 or (k == 1 and p == 0))
+
     def forward(self, x):
         check_input(x, self._describe(), 4, "(N, C, H, W)", self.in_channels,
                     dtype=self.weight.dtype)
-        xp = get_array_module(x)
         n, _, h, w = x.shape
-        k, s, p, g = self.kernel_size, self.stride, self.padding, self.groups
+        k, s, p = self.kernel_size, self.stride, self.padding
         ho, wo = self.output_shape(x.shape)[2:]
         if ho < 1 or wo < 1:
             raise ValueError(f"{self._describe()}: the input of spatial size {h}x{w} is smaller "
                              f"than the kernel ({k}x{k}) even after padding {p}. Use a larger "
                              "input or more padding.")
-        cols = self._patches(x, k, s, p).reshape(g, -1, n * ho * wo)      # (g, K, N L)
-        # Cache x, not cols: cols is k*k times larger, and backward needs only x (it builds
-        # the patches it needs), which the previous layer's output holds anyway.
+        # Cache x, not patches: backward rebuilds what it needs from x, which the previous
+        # layer's output holds anyway.
         self.cache = x
+        if self._uses_strips():
+            x_nhwc = x[:, :, ::s, ::s].transpose(0, 2, 3, 1)   # a view; free for channels-last x
+            y_nhwc = conv2d_strips(x_nhwc, kernel_rows(self.weight.data), p, workspace)
+            if self.bias is not None:
+                y_nhwc += self.bias.data
+            return y_nhwc.transpose(0, 3, 1, 2)         # (N, C_out, H', W'), channels-last memory
+        xp = get_array_module(x)
+        g = self.groups
+        cols = self._patches(x, k, s, p).reshape(g, -1, n * ho * wo)      # (g, K, N L)
         w_mat = self.weight.data.reshape(g, self.out_channels // g, -1)   # (g, C_out/g, K)
         y_cnhw = xp.matmul(w_mat, cols).reshape(self.out_channels, n, ho, wo)
         if self.bias is not None:
             y_cnhw += self.bias.data.reshape(-1, 1, 1, 1)
-        return y_cnhw.transpose(1, 0, 2, 3)          # (N, C_out, H', W'), channel-major memory
+        return channels_last(y_cnhw.transpose(1, 0, 2, 3))
 
     def backward(self, dout):
         x = self.saved_cache()
         x_shape = x.shape
         n = x_shape[0]
-        g, k, p = self.groups, self.kernel_size, self.padding
+        g, k, s, p = self.groups, self.kernel_size, self.stride, self.padding
         ho, wo = self.output_shape(x_shape)[2:]
         check_dout(dout, (n, self.out_channels, ho, wo), "Conv2d", x.dtype)
         self.release_cache()
         xp = get_array_module(dout)
-        # dy as (g, C_out/g, N L); a free view when dout is channel-major, one copy otherwise
-        dy = dout.transpose(1, 0, 2, 3).reshape(g, self.out_channels // g, n * ho * wo)
         if self.bias is not None:
-            self.bias.accumulate_grad(dy.sum(axis=-1).reshape(-1))
-        if self.stride == 1 and p <= k - 1:
-            dw, dx = self._grads_from_dy_patches(dout, x)
-        else:
-            cols = self._patches(x, k, self.stride, p).reshape(g, -1, n * ho * wo)
-            # dL/dW_mat = dy_mat @ cols^T, computed as (cols @ dy_mat^T)^T: the same numbers,
-            # but BLAS runs this orientation ~1.5x faster for our tall, thin matrices
-            dw = xp.matmul(cols, dy.swapaxes(-1, -2)).swapaxes(-1, -2)
-            w_mat = self.weight.data.reshape(g, self.out_channels // g, -1)
-            dcols = xp.matmul(w_mat.swapaxes(-1, -2), dy)                  # W_mat^T @ dy_mat
-            dx = col2im(dcols.reshape(self.in_channels, k, k, n, ho, wo), x_shape, k,
-                        self.stride, p)
+            self.bias.accumulate_grad(sum_over_batch_and_space(dout))
+        if self._uses_strips() and p <= k - 1:
+            dw, dx_nhwc = conv2d_strips_backward(
+                x[:, :, ::s, ::s].transpose(0, 2, 3, 1), dout.transpose(0, 2, 3, 1),
+                self.weight.data, p, workspace)
+            self.weight.accumulate_grad(dw)
+            if s == 1:
+                return dx_nhwc.transpose(0, 3, 1, 2)
+            dx = xp.zeros((n,) + x_shape[2:] + (self.in_channels,), dtype=dout.dtype)
+            dx[:, ::s, ::s] = dx_nhwc             # pixels the strided 1x1 kernel skipped get 0
+            return dx.transpose(0, 3, 1, 2)
+        # the patch matrix: dy as (g, C_out/g, N L), one copy from channels-last dout
+        dy = dout.transpose(1, 0, 2, 3).reshape(g, self.out_channels // g, n * ho * wo)
+        cols = self._patches(x, k, s, p).reshape(g, -1, n * ho * wo)
+        # dL/dW_mat = dy_mat @ cols^T, computed as (cols @ dy_mat^T)^T: the same numbers,
+        # but BLAS runs this orientation ~1.5x faster for our tall, thin matrices
+        dw = xp.matmul(cols, dy.swapaxes(-1, -2)).swapaxes(-1, -2)
         self.weight.accumulate_grad(dw.reshape(self.weight.data.shape))
-        return dx
-
-    def _grads_from_dy_patches(self, dout, x):
-        """dL/dW and dL/dx for stride 1, both from the patches of dy (no col2im, and no
-        second im2col of x).
-
-        Pad dy by q = k - 1 - p and take its patches,
-        ``cols_dy[(o, i, j), (n, h, w)] = dy_pad[n, o, h + i, w + j]``. Then
-
-            dx[n, c, h, w]  = sum_{o, i, j} W[o, c, k-1-i, k-1-j] * cols_dy[(o, i, j), (n, h, w)]
-            dW[o, c, i, j]  = sum_{n, h, w} x[n, c, h, w] * cols_dy[(o, k-1-i, k-1-j), (n, h, w)]
-
-        The first is a "full" cross-correlation of dy with the kernel flipped in space and
-        its channel axes swapped (the forward pass run backwards); the second pairs every
-        input pixel with the upstream gradients of the outputs it fed. Both substitute
-        h' = h + i - p into the forward sum. Derived in notebooks/01_convolution.ipynb.
-
-        Returns ``(dw, dx)``: dw of the weight's shape, dx (N, C_in, H, W) channel-major.
-        """
-        xp = get_array_module(dout)
-        n, c, h, w = x.shape
-        g, k, o = self.groups, self.kernel_size, self.out_channels
-        cols_dy = self._patches(dout, k, 1, k - 1 - self.padding)
-        cols_dy = cols_dy.reshape(g, o // g * k * k, n * h * w)           # (g, C_out/g k k, N H W)
-        x_mat = x.transpose(1, 0, 2, 3).reshape(g, c // g, n * h * w)     # free for channel-major x
-        flipped = xp.matmul(cols_dy, x_mat.swapaxes(-1, -2))             # (g, C_out/g k k, C_in/g)
-        flipped = flipped.reshape(g, o // g, k, k, c // g)[:, :, ::-1, ::-1, :]
-        dw = flipped.transpose(0, 1, 4, 2, 3)                      # (g, C_out/g, C_in/g, k, k)
-        w_t = self.weight.data.reshape(g, o // g, c // g, k, k)
-        w_t = w_t[..., ::-1, ::-1].swapaxes(1, 2).reshape(g, c // g, -1)  # (g, C_in/g, C_out/g k k)
-        dx = xp.matmul(w_t, cols_dy).reshape(c, n, h, w).transpose(1, 0, 2, 3)
-        return dw, dx
+        w_mat = self.weight.data.reshape(g, self.out_channels // g, -1)
+        dcols = xp.matmul(w_mat.swapaxes(-1, -2), dy)                      # W_mat^T @ dy_mat
+        dx = col2im(dcols.reshape(self.in_channels, k, k, n, ho, wo), x_shape, k, s, p)
+        return channels_last(dx)

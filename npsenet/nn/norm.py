@@ -17,6 +17,11 @@ Backward (the batch statistics depend on every x, hence the two correction terms
     dL/dgamma = sum dy * xhat,   dL/dbeta = sum dy          (means and sums over N, H, W)
 
 Eval mode uses the running statistics, a fixed affine map: dL/dx = dy * gamma / sqrt(rv + eps).
+
+The code caches the centred input x - mu rather than xhat (xhat = (x - mu) * inv_std, one
+multiplication away) and folds the per-channel factors together before touching the
+activations: y = (x - mu) * (gamma * inv_std) + beta. Each per-channel operation is a
+full pass over the activations, and these passes are most of the layer's time.
 """
 from __future__ import annotations
 
@@ -24,15 +29,8 @@ import numpy as np
 
 from ..backend import get_array_module
 from ._checks import check_dout, check_input, positive_int
+from ._channels import per_channel, sum_of_products_over_batch_and_space, sum_over_batch_and_space
 from .module import Module, Parameter
-
-_AXES = (0, 2, 3)  # the axes a channel's statistics run over
-
-
-def _per_channel(v):
-    """(C,) -> (1, C, 1, 1) so it broadcasts over an (N, C, H, W) array."""
-    return v.reshape(1, -1, 1, 1)
-
 
 class BatchNorm2d(Module):
     """Batch norm for (N, C, H, W) inputs.
@@ -78,22 +76,21 @@ class BatchNorm2d(Module):
                 raise ValueError(f"BatchNorm2d: training needs more than one value per channel "
                                  f"to compute a variance, got input shape {tuple(x.shape)}. "
                                  "Use a batch of at least 2, or call .eval().")
-            mean = x.mean(axis=_AXES)
-            xhat = x - _per_channel(mean)                 # x - mu, normalised in place below
-            var = (xhat * xhat).mean(axis=_AXES)
+            mean = sum_over_batch_and_space(x) / m
+            centred = x - per_channel(mean, x)                             # x - mu
+            var = sum_of_products_over_batch_and_space(centred, centred) / m
             inv_std = 1.0 / xp.sqrt(var + self.eps)
-            xhat *= _per_channel(inv_std)                 # (x - mu) / sqrt(var + eps)
             self._update_running_stats(mean, var, m)
-            y = xhat * _per_channel(gamma)
-            y += _per_channel(beta)          # in place: one pass less over the activations
-            self.cache = (xhat, inv_std, None)
+            y = centred * per_channel(gamma * inv_std, x)                  # gamma * xhat
+            y += per_channel(beta, x)          # in place: one pass less over the activations
+            self.cache = (centred, inv_std, None)
             return y
         # eval: a fixed affine map per channel, y = x * a + b with a = gamma / sqrt(rv + eps)
-        # and b = beta - rm * a; backward recomputes xhat from x if it is ever called
+        # and b = beta - rm * a
         inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
         a = gamma * inv_std
-        y = x * _per_channel(a)
-        y += _per_channel(beta - self.running_mean * a)
+        y = x * per_channel(a, x)
+        y += per_channel(beta - self.running_mean * a, x)
         self.cache = (x, inv_std, self.running_mean)   # the statistics this forward used
         return y
 
@@ -114,24 +111,23 @@ class BatchNorm2d(Module):
         cached, inv_std, running_mean = self.saved_cache()
         check_dout(dout, cached.shape, "BatchNorm2d", cached.dtype)
         self.release_cache()
-        # train mode cached xhat (and no running mean); eval mode cached x and the running
-        # mean it used, and xhat = (x - rm) / sqrt(rv + eps)
-        training = running_mean is None
-        if training:
-            xhat = cached
-        else:
-            xhat = (cached - _per_channel(running_mean)) * _per_channel(inv_std)
         gamma = self.weight.data
-        sum_dy = dout.sum(axis=_AXES)
-        sum_dy_xhat = (dout * xhat).sum(axis=_AXES)
+        sum_dy = sum_over_batch_and_space(dout)
+        # train mode cached x - mu; eval mode cached x and the running mean rm it used.
+        # sum dy * xhat = inv_std * sum dy * (x - mu)  (with rm for mu in eval mode)
+        training = running_mean is None
+        sum_dy_centred = sum_of_products_over_batch_and_space(dout, cached)
+        if not training:
+            sum_dy_centred = sum_dy_centred - running_mean * sum_dy
+        sum_dy_xhat = sum_dy_centred * inv_std
         self.weight.accumulate_grad(sum_dy_xhat)
         self.bias.accumulate_grad(sum_dy)
-        scale = _per_channel(gamma * inv_std)
+        scale = gamma * inv_std
         if not training:
-            return dout * scale
-        m = xhat.shape[0] * xhat.shape[2] * xhat.shape[3]
-        # dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)), built in one new array
-        dx = dout - _per_channel(sum_dy / m)
-        dx -= xhat * _per_channel(sum_dy_xhat / m)
-        dx *= scale
+            return dout * per_channel(scale, dout)
+        m = cached.shape[0] * cached.shape[2] * cached.shape[3]
+        # dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)), with xhat = (x - mu) * inv_std
+        dx = dout - per_channel(sum_dy / m, dout)
+        dx *= per_channel(scale, dout)
+        dx -= cached * per_channel(scale * inv_std * sum_dy_xhat / m, dout)
         return dx

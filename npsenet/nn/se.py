@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ._checks import check_dout, check_input, positive_int
+from ._channels import per_channel, sum_of_products_over_space
 from .activation import ReLU, Sigmoid, Tanh
 from .conv import Conv2d
 from .linear import Linear
@@ -32,12 +33,11 @@ GATES = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU}
 def scale_channels(u, s):
     """u * s[:, :, None, None] for u (N, C, H, W) and s (N, C), in u's memory layout.
 
-    The plain expression would lay its result out like the broadcast s (sample-major),
-    undoing the channel-major layout of convolution outputs (see conv.py) and costing the
-    next convolution a transposing copy; writing into ``empty_like(u)`` keeps u's layout.
+    Writing into ``empty_like(u)`` keeps u's channels-last layout (see conv.py), which
+    the plain expression might not; ``per_channel`` lines s up with u's memory.
     """
     xp = get_array_module(u)
-    return xp.multiply(u, s[:, :, None, None], out=xp.empty_like(u))
+    return xp.multiply(u, per_channel(s, u), out=xp.empty_like(u))
 
 
 class ChannelScale(Module):
@@ -66,7 +66,7 @@ class ChannelScale(Module):
         check_dout(dout, u.shape, "ChannelScale", u.dtype)
         self.release_cache()
         du = scale_channels(dout, s)
-        ds = (dout * u).sum(axis=(2, 3))
+        ds = sum_of_products_over_space(dout, u)
         return du, ds
 
 
@@ -147,7 +147,7 @@ class SEBlock(Module):
             ds = dout * u
         else:
             du_direct = scale_channels(dout, s)                   # path 1: through the scale
-            ds = (dout * u).sum(axis=(2, 3))                      # (N, C)
+            ds = sum_of_products_over_space(dout, u)                      # (N, C)
         dz = self.fc1.backward(self.relu.backward(self.fc2.backward(self.gate.backward(ds))))
         if self.no_squeeze:
             return du_direct + dz

@@ -1,0 +1,81 @@
+"""Per-channel sums and per-channel broadcasts, fast for channels-last activations.
+
+Activations are laid out channels-last (see conv.py): memory runs over (N, H, W, C).
+NumPy then handles a per-channel operation badly in its plain form:
+
+* ``a.sum(axis=(0, 2, 3))`` walks one inner loop of only C numbers per pixel, about 10x
+  slower than reading the same memory as a (pixels, C) matrix and multiplying it by a
+  vector of ones, which BLAS does at memory speed;
+* ``a * v[None, :, None, None]`` likewise runs its inner loop over the C channels of one
+  pixel; repeating v W times, so that it lines up with a whole image row of W*C numbers,
+  lets the loop run over the row instead (1.5-2x faster for 16 channels).
+
+Both give the plain expressions' results (sums up to the order of the additions);
+arrays in any other layout take the plain expressions.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+
+
+def is_channels_last(a):
+    """Whether (N, C, H, W) ``a`` is laid out contiguously as (N, H, W, C)."""
+    return a.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def sum_over_batch_and_space(a):
+    """sum_{n, h, w} a[n, c, h, w]: (N, C, H, W) -> (C,)."""
+    if not is_channels_last(a):
+        return a.sum(axis=(0, 2, 3))
+    xp = get_array_module(a)
+    pixels = a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])            # (N H W, C), a view
+    return xp.matmul(xp.ones(pixels.shape[0], dtype=a.dtype), pixels)
+
+
+def sum_over_space(a):
+    """sum_{h, w} a[n, c, h, w]: (N, C, H, W) -> (N, C)."""
+    if not is_channels_last(a):
+        return a.sum(axis=(2, 3))
+    xp = get_array_module(a)
+    n, c = a.shape[:2]
+    pixels = a.transpose(0, 2, 3, 1).reshape(n, -1, c)                  # (N, H W, C), a view
+    return xp.matmul(xp.ones(pixels.shape[1], dtype=a.dtype), pixels)
+
+
+def sum_of_products_over_batch_and_space(a, b):
+    """sum_{n, h, w} a[n, c, h, w] * b[n, c, h, w]: (N, C, H, W) twice -> (C,), without
+    making the product array (einsum multiplies and adds in one pass)."""
+    if not (is_channels_last(a) and is_channels_last(b)):
+        return (a * b).sum(axis=(0, 2, 3))
+    xp = get_array_module(a)
+    c = a.shape[1]
+    return xp.einsum("pc,pc->c", a.transpose(0, 2, 3, 1).reshape(-1, c),
+                     b.transpose(0, 2, 3, 1).reshape(-1, c))
+
+
+def sum_of_products_over_space(a, b):
+    """sum_{h, w} a[n, c, h, w] * b[n, c, h, w]: (N, C, H, W) twice -> (N, C)."""
+    if not (is_channels_last(a) and is_channels_last(b)):
+        return (a * b).sum(axis=(2, 3))
+    xp = get_array_module(a)
+    n, c = a.shape[:2]
+    return xp.einsum("npc,npc->nc", a.transpose(0, 2, 3, 1).reshape(n, -1, c),
+                     b.transpose(0, 2, 3, 1).reshape(n, -1, c))
+
+
+def per_channel(v, a):
+    """``v`` of shape (C,) or (N, C) as an array that broadcasts over ``a`` (N, C, H, W):
+    ``a * per_channel(v, a)`` is ``a * v[..., :, None, None]``.
+
+    For channels-last ``a`` it is v repeated W times, shaped (1 or N, C, 1, W) with the
+    memory of one image row, (W, C): NumPy then merges the W and C axes of both operands
+    into one inner loop of W*C numbers.
+    """
+    c, w = a.shape[1], a.shape[3]
+    if v.ndim == 1:
+        v = v.reshape(1, c)
+    if not is_channels_last(a) or w == 1:
+        return v.reshape(v.shape[0], c, 1, 1)
+    xp = get_array_module(v)
+    row = xp.tile(v, (1, w)).reshape(v.shape[0], w, c)                  # one image row
+    return row.transpose(0, 2, 1)[:, :, None, :]                        # (1 or N, C, 1, W)
