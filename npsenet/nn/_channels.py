@@ -5,7 +5,8 @@ NumPy then handles a per-channel operation badly in its plain form:
 
 * ``a.sum(axis=(0, 2, 3))`` walks one inner loop of only C numbers per pixel, about 10x
   slower than reading the same memory as a (pixels, C) matrix and multiplying it by a
-  vector of ones, which BLAS does at memory speed;
+  vector of ones, which BLAS does at memory speed; sums of products go through
+  ``einsum("pc,pc->c")``, which also skips making the product array;
 * ``a * v[None, :, None, None]`` likewise runs its inner loop over the C channels of one
   pixel; repeating v W times, so that it lines up with a whole image row of W*C numbers,
   lets the loop run over the row instead (1.5-2x faster for 16 channels).

@@ -1,5 +1,5 @@
-"""Convolution: forward as a matrix product over image patches (im2col), backward as
-its adjoint (col2im). Derived step by step in ``notebooks/01_convolution.ipynb``.
+"""Convolution: forward as matrix products over image patches, backward as their
+adjoint. Derived step by step in ``notebooks/01_convolution.ipynb``.
 
 Notation (PyTorch's; the paper's u_c(i, j) is one output channel):
 
@@ -14,9 +14,9 @@ shape (C_in k k, N H' W'), the whole batch is one matrix product,
     dL/dx     = col2im(dL/dcols)     (each patch entry adds back onto the pixel it came from)
     dL/db[o]  = sum_{n, h, w} dy[n, o, h, w]
 
-For stride 1 the same gradients come from the patches of dy instead (see
-``Conv2d._grads_from_dy_patches``): dx is a convolution of dy with the flipped kernel,
-and dW pairs every input pixel with the patches of dy, so col2im is not needed.
+For stride 1, dx is itself a convolution: of dy, padded by k - 1 - p, with the kernel
+flipped in space and its channel axes swapped. Stride-1 convolutions therefore need no
+col2im, and they need no patch matrix either (the fast path below).
 
 Groups split the channels into g independent convolutions; the matrices then carry a
 leading group axis, (g, C_in/g k k, N H' W'), and the same products run per group.
@@ -30,9 +30,10 @@ How ``Conv2d`` runs it fast (the plain, loop-over-everything version is
   layers keep the layout, and the next convolution's ``x.transpose(0, 2, 3, 1)`` is free.
 * Stride 1 needs no patch matrix at all (:func:`conv2d_strips`). In channels-last memory
   the k pixels of one kernel row, x_pad[n, h + i, w:w + k, :], are k*C consecutive numbers:
-  a *strip*. The strips of outputs w, w + k, w + 2k, ... lie end to end, so for one kernel
-  row i and one residue r = w mod k, all of them together are an ordinary matrix *view*
-  of the padded input, of shape (positions, k C), and
+  a *strip*. With the batch laid side by side as one wide, zero-padded image
+  (:class:`StripGrid`), the strips of outputs w, w + k, w + 2k, ... lie end to end, so for
+  one kernel row i and one residue r = w mod k, all of them together are an ordinary
+  matrix *view* of that image, of shape (positions, k C), and
 
       y[outputs with w = r (mod k)] = sum_i strips(i, r) @ W_rows[i]
       with W_rows[i][(j, c), o] = W[o, c, i, j],
