@@ -271,3 +271,19 @@ def test_activations_take_any_shape(name, shape, seed):
     expected = {"ReLU": np.maximum(x, 0), "Sigmoid": 1 / (1 + np.exp(-x)), "Tanh": np.tanh(x)}
     close(y, expected[name], rtol=1e-15)
     assert np.shape(layer.backward(np.ones(np.shape(y)))) == tuple(shape)
+
+
+@SETTINGS
+@given(shape=st.lists(st.integers(0, 4), min_size=0, max_size=4), seed=st.integers(0, 2**16))
+def test_inplace_relu_overwrites_its_input_and_matches_the_plain_one(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    dy = rng.standard_normal(shape)
+    plain, inplace = ns.nn.ReLU(), ns.nn.ReLU(inplace=True)
+    expected, expected_dx = plain(x.copy()), plain.backward(dy)
+    x_in = x.copy()
+    y = inplace(x_in)
+    assert y is x_in                                       # the input's own memory
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(inplace.backward(dy), expected_dx)
+    assert repr(inplace) == "ReLU(inplace=True)" and repr(plain) == "ReLU()"

@@ -62,7 +62,7 @@ class ResidualBlock(Module):
                 BatchNorm2d(out_channels))
         else:
             self.downsample = None
-        self.relu_out = ReLU()
+        self.relu_out = ReLU(inplace=True)
 
     def forward(self, x):
         branch_input = self.se(x) if self.placement == "pre" else x
@@ -106,7 +106,7 @@ class BasicBlock(ResidualBlock):
         super().__init__()
         self.conv1 = Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = BatchNorm2d(planes)
-        self.relu1 = ReLU()
+        self.relu1 = ReLU(inplace=True)
         self.conv2 = Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = BatchNorm2d(planes)
         self._add_shortcut_and_se(in_channels, planes, stride, se)
@@ -138,10 +138,10 @@ class Bottleneck(ResidualBlock):
         out_channels = planes * self.expansion
         self.conv1 = Conv2d(in_channels, planes, 1, bias=False)
         self.bn1 = BatchNorm2d(planes)
-        self.relu1 = ReLU()
+        self.relu1 = ReLU(inplace=True)
         self.conv2 = Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = BatchNorm2d(planes)
-        self.relu2 = ReLU()
+        self.relu2 = ReLU(inplace=True)
         self.conv3 = Conv2d(planes, out_channels, 1, bias=False)
         self.bn3 = BatchNorm2d(out_channels)
         self._add_shortcut_and_se(in_channels, out_channels, stride, se)
@@ -196,7 +196,7 @@ class ResNet(Module):
         else:
             self.conv1 = Conv2d(3, stem, 3, padding=1, bias=False)
         self.bn1 = BatchNorm2d(stem)
-        self.relu = ReLU()
+        self.relu = ReLU(inplace=True)
         self.maxpool = MaxPool2d(3, stride=2, padding=1) if imagenet_stem else None
         channels = stem
         self.stage_names = []

@@ -18,15 +18,25 @@ from .module import Module
 
 
 class ReLU(Module):
-    """δ(x) = max(x, 0). The derivative at exactly 0 is taken as 0, as in PyTorch."""
+    """δ(x) = max(x, 0). The derivative at exactly 0 is taken as 0, as in PyTorch.
 
-    def __init__(self):
+    ``inplace=True`` (as in ``torch.nn.ReLU``) writes the result over x and returns x,
+    saving a new array of x's size. Use it only where nothing else keeps x: the ResNets
+    use it on the outputs of BatchNorm and of the residual addition, which no layer keeps.
+    """
+
+    def __init__(self, inplace=False):
         super().__init__()
+        self.inplace = bool(inplace)
         self.cache = None
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
 
     def forward(self, x):
         check_float_array(x, "ReLU")
-        y = get_array_module(x).maximum(x, 0)
+        xp = get_array_module(x)
+        y = xp.maximum(x, 0, out=x) if self.inplace else xp.maximum(x, 0)
         # y > 0 exactly where x > 0, and y is usually kept anyway by the next layer (a
         # convolution caches its input), so caching y costs no memory where a mask would
         self.cache = y
