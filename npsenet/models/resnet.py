@@ -72,7 +72,9 @@ class ResidualBlock(Module):
         shortcut = self.downsample(x) if self.downsample is not None else x
         if self.placement == "identity":
             shortcut = self.se(shortcut)
-        out = self.relu_out(out + shortcut)
+        # in place: out is the output of BatchNorm or of the SE scale, which no layer keeps
+        out += shortcut
+        out = self.relu_out(out)
         if self.placement == "post":
             out = self.se(out)
         return out
@@ -87,7 +89,8 @@ class ResidualBlock(Module):
         dx_branch = self._branch_backward(d_branch)
         if self.placement == "pre":
             dx_branch = self.se.backward(dx_branch)
-        return dx_branch + dx_shortcut
+        dx_branch += dx_shortcut                # in place: a new array from the branch's backward
+        return dx_branch
 
 
 class BasicBlock(ResidualBlock):

@@ -147,8 +147,9 @@ class SEBlock(Module):
             ds = dout * u
         else:
             du_direct = scale_channels(dout, s)                   # path 1: through the scale
-            ds = sum_of_products_over_space(dout, u)                      # (N, C)
+            ds = sum_of_products_over_space(dout, u)             # (N, C)
         dz = self.fc1.backward(self.relu.backward(self.fc2.backward(self.gate.backward(ds))))
         if self.no_squeeze:
             return du_direct + dz
-        return du_direct + self.squeeze.backward(dz)              # path 2: through the gate
+        du_direct += self.squeeze.backward(dz)                    # path 2: through the gate
+        return du_direct
