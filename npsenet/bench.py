@@ -7,10 +7,13 @@ compare it with the same step in PyTorch, run in the same process.
 Method. Both frameworks get the same architecture (``npsenet.torch_reference``), the
 same weights and the same batch. Their steps are *interleaved* (npsenet, PyTorch,
 npsenet, ...), so a busy machine slows both alike, and each figure is the median over
-the timed steps after warm-up. An untimed pause of 0.3 s separates the two: after a
-step, each framework's idle worker threads keep spinning for a while (OpenBLAS's for up
-to ~0.1 s, OpenMP's similarly), and without the pause they would slow the other
-framework's step that follows. Peak memory is measured in a fresh subprocess per
+the timed steps after warm-up. After each switch, one untimed *settle* step runs before
+the timed one. A switch leaves the other framework's idle worker threads spinning for a
+while (OpenBLAS's for up to ~0.1 s, OpenMP's similarly), which slows the first step
+that follows; waiting them out with a pause instead idles the CPU, and the step after
+an idle spell is slow too (measured here: after 0.3 s of sleep npsenet's next training
+step took ~20% longer, PyTorch's ~4%). With the settle step every timed step is a
+steady-state step, as in a training loop, where steps follow each other. Peak memory is measured in a fresh subprocess per
 framework: the rise of the process's peak resident memory (ru_maxrss) over its level
 just before the timed steps, i.e. what one step needs on top of the model and the batch.
 On the GPU, CuPy's and PyTorch's own allocator peaks are reported instead.
@@ -118,11 +121,11 @@ def _timed(fn):
 
 def run_benchmark(model="se_resnet20", batch_size=128, image_size=32, dtype="float32",
                   device="cpu", mode="train", steps=10, warmup=2, compare_torch=None,
-                  memory=True, pause=0.3):
+                  memory=True, settle=1):
     """Median step times (seconds) of npsenet and, when available, PyTorch.
 
-    ``pause`` seconds pass, untimed, between one framework's step and the other's (see
-    the module docstring). Returns a dict with ``npsenet_s``, ``torch_s`` (or None),
+    ``settle`` untimed steps run after each switch between the frameworks, before the
+    timed one (see the module docstring). Returns a dict with ``npsenet_s``, ``torch_s`` (or None),
     ``ratio``, ``images_per_s``, the peak memory figures (bytes) and the settings.
     """
     device = backend.normalize_device(device)
@@ -137,11 +140,12 @@ def run_benchmark(model="se_resnet20", batch_size=128, image_size=32, dtype="flo
             theirs()
     ours_t, theirs_t = [], []
     for _ in range(steps):
-        ours_t.append(_timed(ours))
-        if theirs:
-            time.sleep(pause)
-            theirs_t.append(_timed(theirs))
-            time.sleep(pause)
+        for step, times in ((ours, ours_t), (theirs, theirs_t)):
+            if step is None:
+                continue
+            for _ in range(settle if theirs else 0):
+                step()
+            times.append(_timed(step))
     result = {
         "model": model, "mode": mode, "batch_size": batch_size, "image_size": image_size,
         "dtype": dtype.name, "device": device, "steps": steps,

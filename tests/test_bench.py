@@ -3,7 +3,7 @@ import pytest
 
 from npsenet import bench, cli
 
-TINY = dict(model="resnet20", batch_size=4, steps=2, warmup=1, pause=0.0)
+TINY = dict(model="resnet20", batch_size=4, steps=2, warmup=1, settle=1)
 
 
 def test_run_benchmark_reports_times_and_their_ratio():

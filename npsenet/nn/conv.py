@@ -310,6 +310,100 @@ def conv2d_strips_backward(x_nhwc, dy_nhwc, weight, padding, scratch):
     return dw, dx
 
 
+def _row_strips(x_pad, kernel, i, stride, ho, wo, step=1, first=0):
+    """View (N, H', count, k C) of channels-last x_pad (N, Hp, Wp, C): entry [n, h, t] is
+    the strip x_pad[n, s*h + i, w*s:w*s + k, :] of output column w = first + step * t,
+    k*C numbers that are consecutive in memory. The strips of neighbouring outputs
+    overlap when s < k, which a strided view allows (``as_strided``; a reshape cannot
+    express it). Views that are written through (col2im) pass a ``step`` with
+    s * step >= k, so that their strips do not overlap."""
+    xp = get_array_module(x_pad)
+    n, hp, wp, c = x_pad.shape
+    item = x_pad.itemsize
+    count = len(range(first, wo, step))
+    start = x_pad[:, i, first * stride:]                    # (N, ., C) from row i, column s*first
+    return xp.lib.stride_tricks.as_strided(
+        start, shape=(n, ho, count, kernel * c),
+        strides=(hp * wp * c * item, stride * wp * c * item, step * stride * c * item, item))
+
+
+def _padded_nhwc(x_nhwc, padding, scratch):
+    """x (N, H, W, C) in the middle of a reused zero-bordered (N, H + 2p, W + 2p, C) buffer."""
+    xp = get_array_module(x_nhwc)
+    if padding == 0:
+        return xp.ascontiguousarray(x_nhwc)
+    n, h, w, c = x_nhwc.shape
+    shape = (n, h + 2 * padding, w + 2 * padding, c)
+    key = ("padded, channels-last", x_nhwc.shape, padding)
+    buf = scratch.zeroed(xp, key, math.prod(shape), x_nhwc.dtype).reshape(shape)
+    buf[:, padding:padding + h, padding:padding + w] = x_nhwc
+    return buf
+
+
+def conv2d_patches(x_nhwc, w_rows, stride, padding, scratch):
+    """Any stride, channels-last, from copies of the kernel-row strips:
+    ``rows_i[(n, h, w), (j, c)] = x_pad[n, s*h + i, s*w + j, c]`` (N H' W', k C) for each
+    kernel row i (together the patch matrix, split by kernel row), and
+    ``y = sum_i rows_i @ W_rows[i]``.
+
+    Args:
+        x_nhwc: (N, H, W, C_in). w_rows: (k, k C_in, C_out) from :func:`kernel_rows`.
+    Returns:
+        y (N, H', W', C_out).
+    """
+    xp = get_array_module(x_nhwc)
+    n, h, w, c = x_nhwc.shape
+    k, _, c_out = w_rows.shape
+    ho = conv_output_size(h, k, stride, padding)
+    wo = conv_output_size(w, k, stride, padding)
+    x_pad = _padded_nhwc(x_nhwc, padding, scratch)
+    y = xp.empty((n * ho * wo, c_out), dtype=x_nhwc.dtype)
+    for i in range(k):
+        rows_i = _kernel_row_copy(x_pad, k, i, stride, ho, wo, scratch)
+        if i == 0:
+            xp.matmul(rows_i, w_rows[0], out=y)
+        else:
+            y += xp.matmul(rows_i, w_rows[i])
+    return y.reshape(n, ho, wo, c_out)
+
+
+def _kernel_row_copy(x_pad, kernel, i, stride, ho, wo, scratch):
+    """The strips of kernel row i for every output, copied into a contiguous scratch
+    matrix (N H' W', k C) that BLAS takes as it is."""
+    xp = get_array_module(x_pad)
+    n, c = x_pad.shape[0], x_pad.shape[-1]
+    rows = scratch.empty(xp, (n, ho, wo, kernel * c), x_pad.dtype)
+    rows[...] = _row_strips(x_pad, kernel, i, stride, ho, wo)
+    return rows.reshape(n * ho * wo, kernel * c)
+
+
+def conv2d_patches_backward(x_nhwc, dy_nhwc, weight, stride, padding, scratch):
+    """dL/dW and dL/dx of :func:`conv2d_patches`: ``dW_rows[i] = rows_i^T @ dy``, and
+    col2im: the strips ``dy @ W_rows[i]^T`` are added back onto the pixels they came from,
+    in steps that keep the strips written at once apart (see :func:`_row_strips`).
+
+    Returns (dW of W's shape, dx (N, H, W, C_in) channels-last)."""
+    xp = get_array_module(dy_nhwc)
+    n, h, w, c = x_nhwc.shape
+    c_out, _, k, _ = weight.shape
+    _, ho, wo, _ = dy_nhwc.shape
+    w_rows = kernel_rows(weight)
+    x_pad = _padded_nhwc(x_nhwc, padding, scratch)
+    dy = dy_nhwc.reshape(-1, c_out)
+    dw_rows = xp.stack([xp.matmul(_kernel_row_copy(x_pad, k, i, stride, ho, wo, scratch).T, dy)
+                        for i in range(k)])
+    dw = dw_rows.reshape(k, k, c, c_out).transpose(3, 2, 0, 1)
+    dx_pad = xp.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=dy_nhwc.dtype)
+    step = -(-k // stride)                       # strips step * s >= k columns apart
+    for first in range(min(step, wo)):
+        dy_part = dy_nhwc[:, :, first::step]                       # (N, H', count, C_out)
+        for i in range(k):
+            view = _row_strips(dx_pad, k, i, stride, ho, wo, step, first)
+            view += xp.matmul(dy_part, w_rows[i].T)                # (N, H', count, k C)
+    dx = xp.ascontiguousarray(dx_pad[:, padding:padding + h, padding:padding + w])
+    return dw, dx
+
+
 def im2col(x, kernel: int, stride: int, padding: int, scratch=None):
     """Patches of ``x`` (N, C, H, W) as an array of shape (C, k, k, N, H', W').
 
@@ -439,12 +533,17 @@ class Conv2d(Module):
         # Cache x, not patches: backward rebuilds what it needs from x, which the previous
         # layer's output holds anyway.
         self.cache = x
-        if self._uses_strips():
-            x_nhwc = x[:, :, ::s, ::s].transpose(0, 2, 3, 1)   # a view; free for channels-last x
-            y_nhwc = conv2d_strips(x_nhwc, kernel_rows(self.weight.data), p, workspace)
+        if self.groups == 1:
+            w_rows = kernel_rows(self.weight.data)
+            if self._uses_strips():
+                x_nhwc = x[:, :, ::s, ::s].transpose(0, 2, 3, 1)  # a view; free for channels-last x
+                y_nhwc = conv2d_strips(x_nhwc, w_rows, p, workspace)
+            else:
+                y_nhwc = conv2d_patches(x.transpose(0, 2, 3, 1), w_rows, s, p, workspace)
             if self.bias is not None:
                 y_nhwc += self.bias.data
             return y_nhwc.transpose(0, 3, 1, 2)         # (N, C_out, H', W'), channels-last memory
+        # groups: the patch matrix in (C k k, N H' W') order, with a leading group axis
         xp = get_array_module(x)
         g = self.groups
         cols = self._patches(x, k, s, p).reshape(g, -1, n * ho * wo)      # (g, K, N L)
@@ -465,7 +564,7 @@ class Conv2d(Module):
         xp = get_array_module(dout)
         if self.bias is not None:
             self.bias.accumulate_grad(sum_over_batch_and_space(dout))
-        if self._uses_strips() and p <= k - 1:
+        if g == 1 and self._uses_strips() and p <= k - 1:
             dw, dx_nhwc = conv2d_strips_backward(
                 x[:, :, ::s, ::s].transpose(0, 2, 3, 1), dout.transpose(0, 2, 3, 1),
                 self.weight.data, p, workspace)
@@ -475,6 +574,12 @@ class Conv2d(Module):
             dx = xp.zeros((n,) + x_shape[2:] + (self.in_channels,), dtype=dout.dtype)
             dx[:, ::s, ::s] = dx_nhwc             # pixels the strided 1x1 kernel skipped get 0
             return dx.transpose(0, 3, 1, 2)
+        if g == 1:
+            dw, dx_nhwc = conv2d_patches_backward(
+                x.transpose(0, 2, 3, 1), dout.transpose(0, 2, 3, 1), self.weight.data, s, p,
+                workspace)
+            self.weight.accumulate_grad(dw)
+            return dx_nhwc.transpose(0, 3, 1, 2)
         # the patch matrix: dy as (g, C_out/g, N L), one copy from channels-last dout
         dy = dout.transpose(1, 0, 2, 3).reshape(g, self.out_channels // g, n * ho * wo)
         cols = self._patches(x, k, s, p).reshape(g, -1, n * ho * wo)
