@@ -254,10 +254,19 @@ def conv2d_strips(x_nhwc, w_rows, padding, scratch, role="x"):
     if k == 1 and padding == 0:                   # 1x1: one matrix product over the pixels
         return xp.matmul(x_nhwc.reshape(-1, c_in), w_rows[0]).reshape(n, ho, wo, c_out)
     grid = StripGrid(x_nhwc.shape, k, padding)
-    flat = grid.fill(x_nhwc, scratch, role)
-    y = xp.empty((n, ho, wo, c_out), dtype=x_nhwc.dtype)
-    acc = scratch.empty(xp, (grid.rows, c_out), x_nhwc.dtype, slot="strips: sum")
-    part = scratch.empty(xp, (grid.rows, c_out), x_nhwc.dtype, slot="strips: term")
+    return _strip_products(grid, grid.fill(x_nhwc, scratch, role), w_rows, scratch)
+
+
+def _strip_products(grid, flat, w_rows, scratch):
+    """y (N, H', W', C_out) = sum_i strips(i, r) @ W_rows[i] for each residue r, from a
+    filled grid (see :func:`conv2d_strips`)."""
+    xp = get_array_module(flat)
+    n, h, w, _ = grid.shape
+    k, _, c_out = w_rows.shape
+    ho, wo = h + 2 * grid.p - k + 1, w + 2 * grid.p - k + 1
+    y = xp.empty((n, ho, wo, c_out), dtype=flat.dtype)
+    acc = scratch.empty(xp, (grid.rows, c_out), flat.dtype, slot="strips: sum")
+    part = scratch.empty(xp, (grid.rows, c_out), flat.dtype, slot="strips: term")
     for r in range(min(k, wo)):                   # output columns w = r, r + k, r + 2k, ...
         xp.matmul(grid.strips(flat, 0, r), w_rows[0], out=acc)
         for i in range(1, k):                     # kernel rows
@@ -295,10 +304,19 @@ def conv2d_strips_backward(x_nhwc, dy_nhwc, weight, padding, scratch):
         return dw, xp.matmul(dy_pixels, w_mat).reshape(n, h, w, c_in)
     grid = StripGrid(x_nhwc.shape, k, padding)
     flat = grid.fill(x_nhwc, scratch, "x")
+    q = k - 1 - padding                                  # dx: the convolution of dy padded by q
+    dy_padded = StripGrid(dy_nhwc.shape, k, q)
+    dy_flat = dy_padded.fill(dy_nhwc, scratch, "dy")
     dy_shape = (grid.hp, grid.wg, c_out)
-    key = ("dy on the grid of x", grid.shape, k, padding, c_out)
-    dy_grid = scratch.zeroed(xp, key, math.prod(dy_shape), dy_nhwc.dtype).reshape(dy_shape)
-    grid.images(dy_grid, ho)[:, :, :wo] = dy_nhwc
+    if (dy_padded.hp, dy_padded.wg, dy_padded.gap + wo) == (grid.hp, grid.wg, grid.gap + w):
+        # "same" convolutions (H' = H): dy padded by q is dy on the grid of x, moved by q
+        # rows and q columns, so dW reads it from there instead of from a second copy
+        start = (q * grid.wg + q) * c_out
+        dy_grid = dy_flat[start:start + math.prod(dy_shape)].reshape(dy_shape)
+    else:
+        key = ("dy on the grid of x", grid.shape, k, padding, c_out)
+        dy_grid = scratch.zeroed(xp, key, math.prod(dy_shape), dy_nhwc.dtype).reshape(dy_shape)
+        grid.images(dy_grid, ho)[:, :, :wo] = dy_nhwc
     dw_rows = xp.zeros((k, k * c_in, c_out), dtype=dy_nhwc.dtype)
     for r in range(min(k, wo)):
         dy_r = grid.residue(dy_grid, r)                                 # (rows, C_out)
@@ -306,8 +324,7 @@ def conv2d_strips_backward(x_nhwc, dy_nhwc, weight, padding, scratch):
             dw_rows[i] += xp.matmul(grid.strips(flat, i, r).T, dy_r)
     dw = dw_rows.reshape(k, k, c_in, c_out).transpose(3, 2, 0, 1)
     flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)            # (C_in, C_out, k, k)
-    dx = conv2d_strips(dy_nhwc, kernel_rows(flipped), k - 1 - padding, scratch, role="dy")
-    return dw, dx
+    return dw, _strip_products(dy_padded, dy_flat, kernel_rows(flipped), scratch)
 
 
 def _row_strips(x_pad, kernel, i, stride, ho, wo, step=1, first=0):
