@@ -5,9 +5,10 @@
 
 Prints the functions with the most internal time (time spent in the function itself,
 including the NumPy calls it makes, excluding the Python functions it calls), which
-for npsenet reads as a per-layer breakdown: conv.py:im2col, Conv2d.forward (its matrix
-product), Conv2d.backward (the weight-gradient product), and so on. docs/performance.md
-quotes the result.
+for npsenet reads as a per-layer breakdown: conv.py:_strip_products (the matrix
+products of stride-1 convolutions and of their input gradients), conv2d_strips_backward
+(the weight-gradient products), StripGrid.fill (the padded copies), BatchNorm2d, and so
+on. docs/performance.md quotes the result.
 """
 import argparse
 import cProfile
