@@ -414,10 +414,11 @@ def conv2d_patches_backward(x_nhwc, dy_nhwc, weight, stride, padding, scratch):
     dx_pad = xp.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=dy_nhwc.dtype)
     step = -(-k // stride)                       # strips step * s >= k columns apart
     for first in range(min(step, wo)):
-        dy_part = dy_nhwc[:, :, first::step]                       # (N, H', count, C_out)
+        dy_part = xp.ascontiguousarray(dy_nhwc[:, :, first::step])  # (N, H', count, C_out)
         for i in range(k):
             view = _row_strips(dx_pad, k, i, stride, ho, wo, step, first)
-            view += xp.matmul(dy_part, w_rows[i].T)                # (N, H', count, k C)
+            # one 2-D product (a 4-D operand would make matmul loop over N and H')
+            view += xp.matmul(dy_part.reshape(-1, c_out), w_rows[i].T).reshape(view.shape)
     dx = xp.ascontiguousarray(dx_pad[:, padding:padding + h, padding:padding + w])
     return dw, dx
 
