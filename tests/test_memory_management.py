@@ -52,3 +52,21 @@ def test_cleared_scratch_buffers_are_made_again():
     assert workspace.nbytes() == 0
     np.testing.assert_array_equal(model(x), expected)
     assert workspace.nbytes() > 0
+
+
+def test_scratch_buffers_kept_per_shape_are_bounded():
+    conv = ns.nn.Conv2d(2, 3, 3, padding=1)
+    limit_before = workspace.max_zeroed
+    workspace.clear()
+    workspace.max_zeroed = 4
+    try:
+        for n in range(1, 12):                      # eleven batch sizes, eleven shapes
+            y = conv(np.ones((n, 2, 5, 5), dtype=np.float32))
+            conv.backward(np.ones_like(y))
+            assert len(workspace._zeroed) <= 4
+        expected = conv(np.ones((1, 2, 5, 5), dtype=np.float32))    # an evicted shape again
+        workspace.clear()
+        np.testing.assert_array_equal(conv(np.ones((1, 2, 5, 5), dtype=np.float32)), expected)
+    finally:
+        workspace.max_zeroed = limit_before
+        workspace.clear()

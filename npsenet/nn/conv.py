@@ -100,11 +100,15 @@ class Workspace:
     ``zeroed(xp, key, size, dtype)`` returns a flat array that is zero when it is made
     and kept under ``key``. Its users write the same interior on every call and never
     touch the rest, so its border stays zero: a padded copy then costs one copy of the
-    data instead of zero-filling a fresh array and copying.
+    data instead of zero-filling a fresh array and copying. One is kept per shape, and a
+    network needs a handful per batch size; past ``max_zeroed`` of them (a workload that
+    cycles through many input shapes) the oldest is dropped.
     """
 
-    def __init__(self):
+    def __init__(self, max_zeroed=64):
         self._buffers = {}
+        self._zeroed = {}
+        self.max_zeroed = max_zeroed
 
     def empty(self, xp, shape, dtype, slot="patches"):
         key = ("empty", slot, xp.__name__, str(dtype))
@@ -116,10 +120,12 @@ class Workspace:
         return buf[:size].reshape(shape)
 
     def zeroed(self, xp, key, size, dtype):
-        key = ("zeroed", xp.__name__, str(dtype)) + tuple(key)
-        buf = self._buffers.get(key)
+        key = (xp.__name__, str(dtype)) + tuple(key)
+        buf = self._zeroed.get(key)
         if buf is None:
-            buf = self._buffers[key] = xp.zeros(size, dtype=dtype)
+            while len(self._zeroed) >= self.max_zeroed:
+                del self._zeroed[next(iter(self._zeroed))]       # the oldest
+            buf = self._zeroed[key] = xp.zeros(size, dtype=dtype)
         return buf
 
     def padded(self, x, padding):
@@ -137,11 +143,13 @@ class Workspace:
 
     def nbytes(self):
         """Bytes of scratch memory held."""
-        return sum(buf.nbytes for buf in self._buffers.values() if buf is not None)
+        held = list(self._buffers.values()) + list(self._zeroed.values())
+        return sum(buf.nbytes for buf in held if buf is not None)
 
     def clear(self):
         """Give the scratch memory back (it is allocated again on the next call)."""
         self._buffers.clear()
+        self._zeroed.clear()
 
 
 workspace = Workspace()
