@@ -42,9 +42,13 @@ How ``Conv2d`` runs it fast (the plain, loop-over-everything version is
   The backward pass uses the same views: dW_rows[i] = sum_r strips(i, r)^T @ dy(r), and
   dx is itself a stride-1 convolution (of dy with the flipped kernel), so it runs the
   same forward code.
-* The patch matrix (im2col) remains the method for strided and grouped convolutions:
-  one large matrix product per convolution instead of one per sample, im2col and col2im
-  looping over the k*k kernel offsets (at most 49) with one strided copy or ``+=`` of the
+* Strided convolutions copy their strips (:func:`conv2d_patches`): with stride s < k the
+  strips of neighbouring outputs overlap, so they cannot be one matrix view, but each
+  kernel row's strips are one strided view, copied whole (k copies, the patch matrix
+  split by kernel row). col2im adds them back through views whose strips do not overlap.
+* Grouped convolutions use the classic patch matrix (:func:`im2col`, :func:`col2im`):
+  one large matrix product per group instead of one per sample, with im2col and col2im
+  looping over the k*k kernel offsets (at most 49), one strided copy or ``+=`` of the
   whole batch each: no loop over samples or pixels, no ``np.add.at`` scatter.
 * Scratch memory is reused (:class:`Workspace`): the padded inputs and the patch
   matrices are tens of MB, and memory that large comes fresh from the operating system
@@ -244,7 +248,7 @@ def kernel_rows(weight):
     return weight.transpose(2, 3, 1, 0).reshape(k, k * c_in, c_out)
 
 
-def conv2d_strips(x_nhwc, w_rows, padding, scratch, role="x"):
+def conv2d_strips(x_nhwc, w_rows, padding, scratch):
     """Stride-1 convolution of channels-last x, no patch matrix (see :class:`StripGrid`).
 
     Args:
@@ -263,7 +267,7 @@ def conv2d_strips(x_nhwc, w_rows, padding, scratch, role="x"):
     if k == 1 and padding == 0:                   # 1x1: one matrix product over the pixels
         return xp.matmul(x_nhwc.reshape(-1, c_in), w_rows[0]).reshape(n, ho, wo, c_out)
     grid = StripGrid(x_nhwc.shape, k, padding)
-    return _strip_products(grid, grid.fill(x_nhwc, scratch, role), w_rows, scratch)
+    return _strip_products(grid, grid.fill(x_nhwc, scratch, "x"), w_rows, scratch)
 
 
 def _strip_products(grid, flat, w_rows, scratch):
@@ -493,9 +497,13 @@ class Conv2d(Module):
             U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = C_in/g * k * k.
         bias: Parameter (C_out,) with the same initialisation, or None.
 
-    forward(x): x (N, C_in, H, W) -> y (N, C_out, H', W').
+    forward(x): x (N, C_in, H, W) -> y (N, C_out, H', W'), its memory channels-last.
     backward(dy): dy (N, C_out, H', W') -> dx (N, C_in, H, W); adds dL/dW (and dL/db)
     into ``weight.grad`` (``bias.grad``).
+
+    Stride 1 (and 1x1 kernels without padding) run :func:`conv2d_strips`, other strides
+    :func:`conv2d_patches`, grouped convolutions :func:`im2col` and :func:`col2im`; all
+    compute the same numbers (see the module docstring).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
