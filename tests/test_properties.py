@@ -287,3 +287,27 @@ def test_inplace_relu_overwrites_its_input_and_matches_the_plain_one(shape, seed
     np.testing.assert_array_equal(y, expected)
     np.testing.assert_array_equal(inplace.backward(dy), expected_dx)
     assert repr(inplace) == "ReLU(inplace=True)" and repr(plain) == "ReLU()"
+
+
+@SETTINGS
+@given(n=st.integers(1, 3), c=st.integers(1, 5), h=st.integers(1, 7), w=st.integers(1, 7),
+       big=st.booleans(), channels_last=st.booleans(), seed=st.integers(0, 2**16))
+def test_channel_helpers_match_the_plain_expressions(n, c, h, w, big, channels_last, seed):
+    """per_channel and the per-channel sums of nn/_channels.py against plain NumPy, for
+    channels-last and other layouts, and for images past the whole-image repeat limit."""
+    from npsenet.nn import _channels
+    rng = np.random.default_rng(seed)
+    if big:
+        h = _channels._WHOLE_IMAGE_MAX // (w * c) + 1          # one number too many
+    a = rng.standard_normal((n, h, w, c)).transpose(0, 3, 1, 2)
+    if not channels_last:
+        a = np.ascontiguousarray(a)
+    b = rng.standard_normal(a.shape)
+    v, s = rng.standard_normal(c), rng.standard_normal((n, c))
+    np.testing.assert_array_equal(a * _channels.per_channel(v, a), a * v[None, :, None, None])
+    np.testing.assert_array_equal(a * _channels.per_channel(s, a), a * s[:, :, None, None])
+    close(_channels.sum_over_batch_and_space(a), a.sum(axis=(0, 2, 3)), rtol=1e-12)
+    close(_channels.sum_over_space(a), a.sum(axis=(2, 3)), rtol=1e-12)
+    close(_channels.sum_of_products_over_batch_and_space(a, b), (a * b).sum(axis=(0, 2, 3)),
+          rtol=1e-12)
+    close(_channels.sum_of_products_over_space(a, b), (a * b).sum(axis=(2, 3)), rtol=1e-12)

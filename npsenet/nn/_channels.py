@@ -8,8 +8,8 @@ NumPy then handles a per-channel operation badly in its plain form:
   vector of ones, which BLAS does at memory speed; sums of products go through
   ``einsum("pc,pc->c")``, which also skips making the product array;
 * ``a * v[None, :, None, None]`` likewise runs its inner loop over the C channels of one
-  pixel; repeating v W times, so that it lines up with a whole image row of W*C numbers,
-  lets the loop run over the row instead (1.5-2x faster for 16 channels).
+  pixel; repeating v so that it lines up with a whole image (H*W*C numbers) lets the
+  loop run over the image instead (3x faster for 16 channels at 32x32).
 
 Both give the plain expressions' results (sums up to the order of the additions);
 arrays in any other layout take the plain expressions.
@@ -64,19 +64,26 @@ def sum_of_products_over_space(a, b):
                      b.transpose(0, 2, 3, 1).reshape(n, -1, c))
 
 
+_WHOLE_IMAGE_MAX = 65536   # numbers: repeat a (C,) vector over whole images up to 256 KB
+
+
 def per_channel(v, a):
     """``v`` of shape (C,) or (N, C) as an array that broadcasts over ``a`` (N, C, H, W):
     ``a * per_channel(v, a)`` is ``a * v[..., :, None, None]``.
 
-    For channels-last ``a`` it is v repeated W times, shaped (1 or N, C, 1, W) with the
-    memory of one image row, (W, C): NumPy then merges the W and C axes of both operands
-    into one inner loop of W*C numbers.
+    For channels-last ``a`` it is v repeated to line up with a's memory: a (C,) vector
+    over one whole image, shaped (1, C, H, W) with the memory of (H, W, C), so that NumPy
+    merges H, W and C into one inner loop of H*W*C numbers; an (N, C) vector, or a (C,)
+    one for images larger than ``_WHOLE_IMAGE_MAX`` numbers, over one image row, shaped
+    (N or 1, C, 1, W) with the memory of (W, C) (an inner loop of W*C numbers).
     """
-    c, w = a.shape[1], a.shape[3]
-    if v.ndim == 1:
-        v = v.reshape(1, c)
+    c, h, w = a.shape[1], a.shape[2], a.shape[3]
     if not is_channels_last(a) or w == 1:
-        return v.reshape(v.shape[0], c, 1, 1)
+        return v.reshape(-1, c, 1, 1)
     xp = get_array_module(v)
+    if v.ndim == 1 and h * w * c <= _WHOLE_IMAGE_MAX:
+        image = xp.tile(v, h * w).reshape(1, h, w, c)                   # one whole image
+        return image.transpose(0, 3, 1, 2)                              # (1, C, H, W)
+    v = v.reshape(-1, c)
     row = xp.tile(v, (1, w)).reshape(v.shape[0], w, c)                  # one image row
     return row.transpose(0, 2, 1)[:, :, None, :]                        # (1 or N, C, 1, W)
