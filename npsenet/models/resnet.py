@@ -301,45 +301,23 @@ def _imagenet_resnet(name, depth, num_classes, se_config):
     return _finish(model, name, options)
 
 
-def _se_cifar_factory(depth):
-    def factory(num_classes=10, reduction=16, **se_options):
+def _se_factory(depth, build, num_stages, default_classes, default_bias, doc):
+    """A named SE-ResNet factory: ``build`` is _cifar_resnet or _imagenet_resnet."""
+    def factory(num_classes=default_classes, reduction=16, bias=default_bias, **se_options):
         name = f"se_resnet{depth}"
-        bias = se_options.pop("bias", False)
-        return _cifar_resnet(name, depth, num_classes,
-                             _se_config(name, 3, reduction, bias, se_options))
+        return build(name, depth, num_classes,
+                     _se_config(name, num_stages, reduction, bias, se_options))
 
-    factory.__doc__ = (f"SE-ResNet-{depth} for 32x32 images: 3 stages of {(depth - 2) // 6} "
-                       "basic blocks (16/32/64 channels), an SE block in each. SE options: "
-                       "squeeze, gate, bias (default False), placement, se_stages (from 1..3), "
-                       "no_squeeze.")
+    factory.__doc__ = doc
     return factory
 
 
-def _plain_cifar_factory(depth):
-    def factory(num_classes=10):
-        return _cifar_resnet(f"resnet{depth}", depth, num_classes, None)
+def _plain_factory(depth, build, default_classes, doc):
+    """A named ResNet factory without SE."""
+    def factory(num_classes=default_classes):
+        return build(f"resnet{depth}", depth, num_classes, None)
 
-    factory.__doc__ = f"ResNet-{depth} for 32x32 images (projection shortcuts), no SE."
-    return factory
-
-
-def _se_imagenet_factory(depth):
-    def factory(num_classes=1000, reduction=16, bias=True, **se_options):
-        name = f"se_resnet{depth}"
-        return _imagenet_resnet(name, depth, num_classes,
-                                _se_config(name, 4, reduction, bias, se_options))
-
-    factory.__doc__ = (f"SE-ResNet-{depth} for ImageNet-sized images: bottleneck stages "
-                       f"{IMAGENET_LAYERS[depth]}, an SE block in each. SE options: squeeze, "
-                       "gate, bias (default True), placement, se_stages (from 1..4), no_squeeze.")
-    return factory
-
-
-def _plain_imagenet_factory(depth):
-    def factory(num_classes=1000):
-        return _imagenet_resnet(f"resnet{depth}", depth, num_classes, None)
-
-    factory.__doc__ = f"ResNet-{depth} (torchvision's), no SE."
+    factory.__doc__ = doc
     return factory
 
 
@@ -347,11 +325,22 @@ def _make_factories():
     """se_resnet20/32/56/110, resnet20/..., se_resnet50/101/152, resnet50/..."""
     factories = OrderedDict()
     for depth in CIFAR_DEPTHS:
-        factories[f"se_resnet{depth}"] = _se_cifar_factory(depth)
-        factories[f"resnet{depth}"] = _plain_cifar_factory(depth)
+        factories[f"se_resnet{depth}"] = _se_factory(
+            depth, _cifar_resnet, 3, 10, False,
+            f"SE-ResNet-{depth} for 32x32 images: 3 stages of {(depth - 2) // 6} basic blocks "
+            "(16/32/64 channels), an SE block in each. SE options: squeeze, gate, bias "
+            "(default False), placement, se_stages (from 1..3), no_squeeze.")
+        factories[f"resnet{depth}"] = _plain_factory(
+            depth, _cifar_resnet, 10,
+            f"ResNet-{depth} for 32x32 images (projection shortcuts), no SE.")
     for depth in IMAGENET_LAYERS:
-        factories[f"se_resnet{depth}"] = _se_imagenet_factory(depth)
-        factories[f"resnet{depth}"] = _plain_imagenet_factory(depth)
+        factories[f"se_resnet{depth}"] = _se_factory(
+            depth, _imagenet_resnet, 4, 1000, True,
+            f"SE-ResNet-{depth} for ImageNet-sized images: bottleneck stages "
+            f"{IMAGENET_LAYERS[depth]}, an SE block in each. SE options: squeeze, gate, bias "
+            "(default True), placement, se_stages (from 1..4), no_squeeze.")
+        factories[f"resnet{depth}"] = _plain_factory(
+            depth, _imagenet_resnet, 1000, f"ResNet-{depth} (torchvision's), no SE.")
     for name, factory in factories.items():
         factory.__name__ = factory.__qualname__ = name
     return factories
