@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import npsenet as ns
-from npsenet.gradcheck import check_layer, numerical_gradient, relative_error
+from npsenet.gradcheck import check_layer, numerical_gradient
 from npsenet.models import PLACEMENTS, BasicBlock, Bottleneck, ResNet
 
 from helpers import normwise_error

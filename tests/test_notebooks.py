@@ -7,7 +7,6 @@ documentation build renders those when they exist (see ``docs/hooks.py``).
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 

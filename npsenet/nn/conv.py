@@ -64,7 +64,7 @@ import math
 from ..backend import get_array_module
 from .. import init
 from ._checks import check_dout, check_input, pair, positive_int
-from ._channels import sum_over_batch_and_space
+from ._channels import is_channels_last, sum_over_batch_and_space
 from .module import Module, Parameter
 
 
@@ -132,17 +132,20 @@ class Workspace:
             buf = self._zeroed[key] = xp.zeros(size, dtype=dtype)
         return buf
 
-    def padded(self, x, padding):
-        """``x`` (A, B, H, W) copied into the middle of a zero-bordered (A, B, H + 2p, W + 2p)
-        buffer, one kept per shape."""
+    def padded(self, x, padding, axes=(2, 3)):
+        """4-D ``x`` copied into the middle of a zero-bordered buffer, one kept per shape,
+        padded by p on both sides of the two spatial ``axes``: (2, 3) for (A, B, H, W),
+        (1, 2) for channels-last (N, H, W, C)."""
         if padding == 0:
             return x
         xp = get_array_module(x)
-        a, b, h, w = x.shape
-        shape = (a, b, h + 2 * padding, w + 2 * padding)
-        key = ("padded", x.shape, padding)        # (the interior it writes, not only the size)
+        shape, interior = list(x.shape), [slice(None)] * x.ndim
+        for axis in axes:
+            shape[axis] += 2 * padding
+            interior[axis] = slice(padding, padding + x.shape[axis])
+        key = ("padded", x.shape, padding, axes)  # (the interior it writes, not only the size)
         buf = self.zeroed(xp, key, math.prod(shape), x.dtype).reshape(shape)
-        buf[:, :, padding:padding + h, padding:padding + w] = x
+        buf[tuple(interior)] = x
         return buf
 
     def nbytes(self):
@@ -162,11 +165,9 @@ workspace = Workspace()
 def channels_last(a):
     """``a`` (N, C, H, W) with channels-last memory: ``a`` itself if it has it already,
     else a copy laid out as (N, H, W, C) and returned as the (N, C, H, W) view of it."""
-    xp = get_array_module(a)
-    a_nhwc = a.transpose(0, 2, 3, 1)
-    if a_nhwc.flags.c_contiguous:
+    if is_channels_last(a):
         return a
-    return xp.ascontiguousarray(a_nhwc).transpose(0, 3, 1, 2)
+    return get_array_module(a).ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
 class StripGrid:
@@ -203,6 +204,7 @@ class StripGrid:
         self.t = -(-columns // kernel)                    # positions per grid row and residue
         self.wg = self.t * kernel
         self.ho = self.hp - kernel + 1                    # output rows H'
+        self.wo = w + 2 * padding - kernel + 1            # output columns W'
         self.rows = self.ho * self.t
         self.size = self.hp * self.wg * c
         self.slack = ((kernel - 1) * self.wg + kernel - 1) * c   # reach of the last strip
@@ -233,13 +235,13 @@ class StripGrid:
         """Positions of residue r of an (H + 2p, Wg, C') array, as a (rows, C') view."""
         return grid[:self.ho, r::self.k].reshape(self.rows, grid.shape[-1])
 
-    def outputs(self, grid, r, ho, wo):
+    def outputs(self, grid, r):
         """The outputs of residue r in an (H', Wg / k, C') array of residue-r results,
         as an (N, H', count, C') view: their w = r, r + k, r + 2k, ... < W'."""
         per_image = (self.shape[2] + self.gap) // self.k
-        block = grid[:ho, :self.shape[0] * per_image]
-        block = block.reshape(ho, self.shape[0], per_image, grid.shape[-1])
-        return block[:, :, :len(range(r, wo, self.k))].transpose(1, 0, 2, 3)
+        block = grid[:, :self.shape[0] * per_image]
+        block = block.reshape(self.ho, self.shape[0], per_image, grid.shape[-1])
+        return block[:, :, :len(range(r, self.wo, self.k))].transpose(1, 0, 2, 3)
 
 
 def kernel_rows(weight):
@@ -274,17 +276,15 @@ def _strip_products(grid, flat, w_rows, scratch):
     """y (N, H', W', C_out) = sum_i strips(i, r) @ W_rows[i] for each residue r, from a
     filled grid (see :func:`conv2d_strips`)."""
     xp = get_array_module(flat)
-    n, h, w, _ = grid.shape
     k, _, c_out = w_rows.shape
-    ho, wo = h + 2 * grid.p - k + 1, w + 2 * grid.p - k + 1
-    y = xp.empty((n, ho, wo, c_out), dtype=flat.dtype)
+    y = xp.empty((grid.shape[0], grid.ho, grid.wo, c_out), dtype=flat.dtype)
     acc = scratch.empty(xp, (grid.rows, c_out), flat.dtype, slot="strips: sum")
     part = scratch.empty(xp, (grid.rows, c_out), flat.dtype, slot="strips: term")
-    for r in range(min(k, wo)):                   # output columns w = r, r + k, r + 2k, ...
+    for r in range(min(k, grid.wo)):              # output columns w = r, r + k, r + 2k, ...
         xp.matmul(grid.strips(flat, 0, r), w_rows[0], out=acc)
         for i in range(1, k):                     # kernel rows
             acc += xp.matmul(grid.strips(flat, i, r), w_rows[i], out=part)
-        y[:, :, r::k] = grid.outputs(acc.reshape(grid.ho, grid.t, c_out), r, ho, wo)
+        y[:, :, r::k] = grid.outputs(acc.reshape(grid.ho, grid.t, c_out), r)
     return y
 
 
@@ -357,19 +357,6 @@ def _row_strips(x_pad, kernel, i, stride, ho, wo, step=1, first=0):
         strides=(hp * wp * c * item, stride * wp * c * item, step * stride * c * item, item))
 
 
-def _padded_nhwc(x_nhwc, padding, scratch):
-    """x (N, H, W, C) in the middle of a reused zero-bordered (N, H + 2p, W + 2p, C) buffer."""
-    xp = get_array_module(x_nhwc)
-    if padding == 0:
-        return xp.ascontiguousarray(x_nhwc)
-    n, h, w, c = x_nhwc.shape
-    shape = (n, h + 2 * padding, w + 2 * padding, c)
-    key = ("padded, channels-last", x_nhwc.shape, padding)
-    buf = scratch.zeroed(xp, key, math.prod(shape), x_nhwc.dtype).reshape(shape)
-    buf[:, padding:padding + h, padding:padding + w] = x_nhwc
-    return buf
-
-
 def conv2d_patches(x_nhwc, w_rows, stride, padding, scratch):
     """Any stride, channels-last, from copies of the kernel-row strips:
     ``rows_i[(n, h, w), (j, c)] = x_pad[n, s*h + i, s*w + j, c]`` (N H' W', k C) for each
@@ -386,7 +373,8 @@ def conv2d_patches(x_nhwc, w_rows, stride, padding, scratch):
     k, _, c_out = w_rows.shape
     ho = conv_output_size(h, k, stride, padding)
     wo = conv_output_size(w, k, stride, padding)
-    x_pad = _padded_nhwc(x_nhwc, padding, scratch)
+    # contiguous (N, H + 2p, W + 2p, C), as the strip views' strides assume
+    x_pad = xp.ascontiguousarray(scratch.padded(x_nhwc, padding, axes=(1, 2)))
     y = xp.empty((n * ho * wo, c_out), dtype=x_nhwc.dtype)
     for i in range(k):
         rows_i = _kernel_row_copy(x_pad, k, i, stride, ho, wo, scratch)
@@ -418,7 +406,8 @@ def conv2d_patches_backward(x_nhwc, dy_nhwc, weight, stride, padding, scratch):
     c_out, _, k, _ = weight.shape
     _, ho, wo, _ = dy_nhwc.shape
     w_rows = kernel_rows(weight)
-    x_pad = _padded_nhwc(x_nhwc, padding, scratch)
+    # contiguous (N, H + 2p, W + 2p, C), as the strip views' strides assume
+    x_pad = xp.ascontiguousarray(scratch.padded(x_nhwc, padding, axes=(1, 2)))
     dy = dy_nhwc.reshape(-1, c_out)
     dw_rows = xp.stack([xp.matmul(_kernel_row_copy(x_pad, k, i, stride, ho, wo, scratch).T, dy)
                         for i in range(k)])
@@ -599,7 +588,7 @@ class Conv2d(Module):
         xp = get_array_module(dout)
         if self.bias is not None:
             self.bias.accumulate_grad(sum_over_batch_and_space(dout))
-        if g == 1 and self._uses_strips() and p <= k - 1:
+        if self._uses_strips() and p <= k - 1:
             dw, dx_nhwc = conv2d_strips_backward(
                 x[:, :, ::s, ::s].transpose(0, 2, 3, 1), dout.transpose(0, 2, 3, 1),
                 self.weight.data, p, workspace)
