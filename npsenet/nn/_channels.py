@@ -6,7 +6,7 @@ NumPy then handles a per-channel operation badly in its plain form:
 * ``a.sum(axis=(0, 2, 3))`` walks one inner loop of only C numbers per pixel, about 10x
   slower than reading the same memory as a (pixels, C) matrix and multiplying it by a
   vector of ones, which BLAS does at memory speed; sums of products go through
-  ``einsum("pc,pc->c")``, which also skips making the product array;
+  ``einsum``, which also skips making the product array, over rows of several pixels;
 * ``a * v[None, :, None, None]`` likewise runs its inner loop over the C channels of one
   pixel; repeating v so that it lines up with a whole image (H*W*C numbers) lets the
   loop run over the image instead (3x faster for 16 channels at 32x32).
@@ -43,6 +43,20 @@ def sum_over_space(a):
     return xp.matmul(xp.ones(pixels.shape[1], dtype=a.dtype), pixels)
 
 
+_WIDE_ROW = 256   # numbers per row of the matrices einsum reduces (see _wide_rows)
+
+
+def _wide_rows(pixels_by_c, c):
+    """A (..., P, C) view read as (..., P / g, g C): g pixels per row, the largest g that
+    divides P with g C <= _WIDE_ROW. einsum's inner loop runs along a row, so C numbers
+    per row leave it mostly loop overhead; column j of the wide rows is channel j mod C,
+    and summing the g column groups afterwards gives the per-channel sums (2-2.5x faster
+    at 16-32 channels, and more accurate: g partial sums instead of one)."""
+    p = pixels_by_c.shape[-2]
+    g = next(g for g in range(max(1, _WIDE_ROW // c), 0, -1) if p % g == 0)
+    return pixels_by_c.reshape(pixels_by_c.shape[:-2] + (p // g, g * c)), g
+
+
 def sum_of_products_over_batch_and_space(a, b):
     """sum_{n, h, w} a[n, c, h, w] * b[n, c, h, w]: (N, C, H, W) twice -> (C,), without
     making the product array (einsum multiplies and adds in one pass)."""
@@ -50,8 +64,9 @@ def sum_of_products_over_batch_and_space(a, b):
         return (a * b).sum(axis=(0, 2, 3))
     xp = get_array_module(a)
     c = a.shape[1]
-    return xp.einsum("pc,pc->c", a.transpose(0, 2, 3, 1).reshape(-1, c),
-                     b.transpose(0, 2, 3, 1).reshape(-1, c))
+    wide_a, g = _wide_rows(a.transpose(0, 2, 3, 1).reshape(-1, c), c)
+    wide_b, _ = _wide_rows(b.transpose(0, 2, 3, 1).reshape(-1, c), c)
+    return xp.einsum("pj,pj->j", wide_a, wide_b).reshape(g, c).sum(axis=0)
 
 
 def sum_of_products_over_space(a, b):
@@ -60,8 +75,9 @@ def sum_of_products_over_space(a, b):
         return (a * b).sum(axis=(2, 3))
     xp = get_array_module(a)
     n, c = a.shape[:2]
-    return xp.einsum("npc,npc->nc", a.transpose(0, 2, 3, 1).reshape(n, -1, c),
-                     b.transpose(0, 2, 3, 1).reshape(n, -1, c))
+    wide_a, g = _wide_rows(a.transpose(0, 2, 3, 1).reshape(n, -1, c), c)
+    wide_b, _ = _wide_rows(b.transpose(0, 2, 3, 1).reshape(n, -1, c), c)
+    return xp.einsum("npj,npj->nj", wide_a, wide_b).reshape(n, g, c).sum(axis=1)
 
 
 _WHOLE_IMAGE_MAX = 65536   # numbers: repeat a (C,) vector over whole images up to 256 KB

@@ -115,7 +115,7 @@ class Workspace:
         self.max_zeroed = max_zeroed
 
     def empty(self, xp, shape, dtype, slot="patches"):
-        key = ("empty", slot, xp.__name__, str(dtype))
+        key = ("empty", slot, xp.__name__, xp.dtype(dtype))
         size = math.prod(shape)
         buf = self._buffers.get(key)
         if buf is None or buf.size < size:
@@ -124,7 +124,7 @@ class Workspace:
         return buf[:size].reshape(shape)
 
     def zeroed(self, xp, key, size, dtype):
-        key = (xp.__name__, str(dtype)) + tuple(key)
+        key = (xp.__name__, xp.dtype(dtype)) + tuple(key)
         buf = self._zeroed.get(key)
         if buf is None:
             while len(self._zeroed) >= self.max_zeroed:

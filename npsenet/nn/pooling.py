@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ._checks import check_dout, check_input, pair
-from ._channels import sum_over_space
+from ._channels import per_channel, sum_over_space
 from .conv import conv_output_size, pad_images
 from .module import Module
 
@@ -28,13 +28,19 @@ class GlobalAvgPool2d(Module):
         self.cache = u
         return sum_over_space(u) / (u.shape[2] * u.shape[3])
 
-    def backward(self, dout):
+    def backward(self, dout, add_to=None):
+        """du (N, C, H, W); with ``add_to`` (an array of u's shape), du is added onto it
+        in place and it is returned: the SE block sums du with its other path this way,
+        without making du."""
         u = self.saved_cache()
         check_dout(dout, u.shape[:2], "GlobalAvgPool2d", u.dtype)
         self.release_cache()
-        xp = get_array_module(dout)
-        du = xp.empty_like(u, dtype=dout.dtype)   # same memory layout as u (see conv.py)
-        du[...] = (dout / (u.shape[2] * u.shape[3]))[:, :, None, None]
+        share = dout / (u.shape[2] * u.shape[3])                          # (N, C)
+        if add_to is not None:
+            add_to += per_channel(share, add_to)
+            return add_to
+        du = get_array_module(dout).empty_like(u, dtype=dout.dtype)   # u's memory layout (conv.py)
+        du[...] = share[:, :, None, None]
         return du
 
 

@@ -151,5 +151,7 @@ class SEBlock(Module):
         dz = self.fc1.backward(self.relu.backward(self.fc2.backward(self.gate.backward(ds))))
         if self.no_squeeze:
             return du_direct + dz
-        du_direct += self.squeeze.backward(dz)                    # path 2: through the gate
+        if self.squeeze_kind == "avg":                            # path 2: through the gate,
+            return self.squeeze.backward(dz, add_to=du_direct)    # added in place
+        du_direct += self.squeeze.backward(dz)
         return du_direct
