@@ -316,14 +316,15 @@ def test_channel_helpers_match_the_plain_expressions(n, c, h, w, big, channels_l
 @SETTINGS
 @given(n=st.integers(1, 3), c=st.integers(1, 5), h=st.integers(1, 6), w=st.integers(1, 6),
        seed=st.integers(0, 2**16))
-def test_avg_pool_backward_adds_onto_an_array_in_place(n, c, h, w, seed):
-    """GlobalAvgPool2d.backward(dz, add_to=g) is g + backward(dz), written into g (the SE
+@pytest.mark.parametrize("squeeze", ["GlobalAvgPool2d", "GlobalMaxPool2d"])
+def test_squeeze_backward_adds_onto_an_array_in_place(squeeze, n, c, h, w, seed):
+    """The squeezes' backward(dz, add_to=g) is g + backward(dz), written into g (the SE
     block sums its two gradient paths this way)."""
     from npsenet.nn.conv import channels_last
     rng = np.random.default_rng(seed)
     u = channels_last(rng.standard_normal((n, c, h, w)))
     dz, g = rng.standard_normal((n, c)), channels_last(rng.standard_normal((n, c, h, w)))
-    pool = ns.nn.GlobalAvgPool2d()
+    pool = getattr(ns.nn, squeeze)()
     pool(u)
     expected = g + pool.backward(dz)
     pool(u)

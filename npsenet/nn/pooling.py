@@ -65,14 +65,19 @@ class GlobalMaxPool2d(Module):
         self.cache = (u.shape, u.dtype, idx)
         return xp.take_along_axis(flat, idx[:, :, None], axis=2)[:, :, 0]
 
-    def backward(self, dout):
+    def backward(self, dout, add_to=None):
+        """du (N, C, H, W); with ``add_to``, added onto it in place (as GlobalAvgPool2d)."""
         shape, dtype, idx = self.saved_cache()
         check_dout(dout, shape[:2], "GlobalMaxPool2d", dtype)
         self.release_cache()
         xp = get_array_module(dout)
         n, c, h, w = shape
         one_hot = xp.arange(h * w) == idx[:, :, None]              # (N, C, H*W)
-        return (one_hot * dout[:, :, None]).reshape(shape)
+        du = (one_hot * dout[:, :, None]).reshape(shape)
+        if add_to is not None:
+            add_to += du
+            return add_to
+        return du
 
 
 class MaxPool2d(Module):

@@ -151,7 +151,4 @@ class SEBlock(Module):
         dz = self.fc1.backward(self.relu.backward(self.fc2.backward(self.gate.backward(ds))))
         if self.no_squeeze:
             return du_direct + dz
-        if self.squeeze_kind == "avg":                            # path 2: through the gate,
-            return self.squeeze.backward(dz, add_to=du_direct)    # added in place
-        du_direct += self.squeeze.backward(dz)
-        return du_direct
+        return self.squeeze.backward(dz, add_to=du_direct)        # path 2, added in place
