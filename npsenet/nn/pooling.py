@@ -36,12 +36,12 @@ class GlobalAvgPool2d(Module):
         check_dout(dout, u.shape[:2], "GlobalAvgPool2d", u.dtype)
         self.release_cache()
         share = dout / (u.shape[2] * u.shape[3])                          # (N, C)
-        if add_to is not None:
-            add_to += per_channel(share, add_to)
-            return add_to
-        du = get_array_module(dout).empty_like(u, dtype=dout.dtype)   # u's memory layout (conv.py)
-        du[...] = share[:, :, None, None]
-        return du
+        if add_to is None:
+            du = get_array_module(dout).empty_like(u, dtype=dout.dtype)   # u's layout (conv.py)
+            du[...] = per_channel(share, du)
+            return du
+        add_to += per_channel(share, add_to)
+        return add_to
 
 
 class GlobalMaxPool2d(Module):
