@@ -13,6 +13,7 @@ Shapes are unchanged, any rank; the dtype is the input's.
 from __future__ import annotations
 
 from ..backend import get_array_module
+from ._channels import per_channel
 from ._checks import check_dout, check_float_array
 from .module import Module
 
@@ -36,7 +37,11 @@ class ReLU(Module):
     def forward(self, x):
         check_float_array(x, "ReLU")
         xp = get_array_module(x)
-        y = xp.maximum(x, 0, out=x) if self.inplace else xp.maximum(x, 0)
+        # NumPy's maximum has a vector loop for two arrays but not for an array and a
+        # scalar: against zeros lined up with a whole image (per_channel, as BatchNorm
+        # broadcasts its per-channel factors) it is ~2x faster than max(x, 0)
+        zero = per_channel(xp.zeros(x.shape[1], x.dtype), x) if x.ndim == 4 and x.size else 0
+        y = xp.maximum(x, zero, out=x if self.inplace else None)
         # y > 0 exactly where x > 0, and y is usually kept anyway by the next layer (a
         # convolution caches its input), so caching y costs no memory where a mask would
         self.cache = y
