@@ -5,6 +5,8 @@ import pytest
 import npsenet as ns
 from npsenet.nn.conv import workspace
 
+import reference
+
 
 def _model_and_batch():
     ns.manual_seed(0)
@@ -63,10 +65,61 @@ def test_scratch_buffers_kept_per_shape_are_bounded():
         for n in range(1, 12):                      # eleven batch sizes, eleven shapes
             y = conv(np.ones((n, 2, 5, 5), dtype=np.float32))
             conv.backward(np.ones_like(y))
-            assert len(workspace._zeroed) <= 4
+            assert len(workspace._zeroed) <= 4 and len(workspace._lendable) <= 4
         expected = conv(np.ones((1, 2, 5, 5), dtype=np.float32))    # an evicted shape again
         workspace.clear()
         np.testing.assert_array_equal(conv(np.ones((1, 2, 5, 5), dtype=np.float32)), expected)
     finally:
         workspace.max_zeroed = limit_before
         workspace.clear()
+
+
+def test_conv_keeps_its_input_grid_and_gives_it_back():
+    """A stride-1 3x3 convolution keeps its input's strip grid (lent by the workspace)
+    instead of x; backward gives it back and the next forward reuses it, border still
+    zero; under no_grad nothing is lent."""
+    rng = np.random.default_rng(0)
+    conv = ns.nn.Conv2d(2, 3, 3, padding=1).to(dtype=np.float64)
+    x1, x2 = rng.standard_normal((2, 2, 2, 5, 5))
+    dy = rng.standard_normal((2, 3, 5, 5))
+    workspace.clear()
+    conv(x1)
+    x_shape, _, x_kept, (grid, lent) = conv.cache
+    assert x_shape == x1.shape and x_kept is None and workspace.nbytes() < lent.nbytes
+    conv.backward(dy)
+    assert workspace.nbytes() >= lent.nbytes                       # given back
+    conv.zero_grad()
+    conv(x2)
+    assert conv.cache[3][1] is lent                                # and lent again
+    dx = conv.backward(dy)
+    expected_dx, expected_dw, _ = reference.conv2d_backward(x2, conv.weight.data, dy, 1, 1, 1)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv.weight.grad, expected_dw, rtol=1e-12, atol=1e-12)
+    with ns.no_grad():
+        conv(x1)
+    returned = [buf for bufs in workspace._lendable.values() for buf in bufs]
+    assert any(buf is lent for buf in returned)                    # not taken under no_grad
+
+
+def test_convs_of_one_shape_keep_separate_grids():
+    """Two convolutions of the same input shape, both forwards before both backwards (as
+    in a network): each backward reads its own input, not the other's."""
+    rng = np.random.default_rng(1)
+    convs = [ns.nn.Conv2d(2, 2, 3, padding=1).to(dtype=np.float64) for _ in range(2)]
+    xs = rng.standard_normal((2, 3, 2, 4, 6))
+    dy = rng.standard_normal((3, 2, 4, 6))
+    for conv, x in zip(convs, xs):
+        conv(x)
+    for conv, x in reversed(list(zip(convs, xs))):
+        dx = conv.backward(dy)
+        expected_dx, expected_dw, _ = reference.conv2d_backward(x, conv.weight.data, dy, 1, 1, 1)
+        np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(conv.weight.grad, expected_dw, rtol=1e-12, atol=1e-12)
+
+
+def test_relu_keeps_a_mask_not_its_output():
+    relu = ns.nn.ReLU()
+    y = relu(np.array([[-1.0, 0.0, 2.0]], dtype=np.float32))
+    mask, _ = relu.cache
+    assert mask.dtype == bool and mask.tolist() == [[False, False, True]]
+    np.testing.assert_array_equal(relu.backward(np.full_like(y, 3.0)), [[0.0, 0.0, 3.0]])

@@ -4,7 +4,7 @@ one of the paper's gate ablations. See ``notebooks/02_batchnorm_relu.ipynb`` and
 
 Each caches what its derivative needs and nothing more:
 
-    ReLU     y = max(x, 0)          dL/dx = dy * [y > 0]        (caches y)
+    ReLU     y = max(x, 0)          dL/dx = dy * [x > 0]        (caches the mask [x > 0])
     Sigmoid  y = 1 / (1 + e^-x)     dL/dx = dy * y * (1 - y)    (caches y)
     Tanh     y = tanh(x)            dL/dx = dy * (1 - y^2)      (caches y)
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..backend import get_array_module
 from ._channels import per_channel
 from ._checks import check_dout, check_float_array
-from .module import Module
+from .module import Module, is_grad_enabled
 
 
 class ReLU(Module):
@@ -42,16 +42,18 @@ class ReLU(Module):
         # broadcasts its per-channel factors) it is ~2x faster than max(x, 0)
         zero = per_channel(xp.zeros(x.shape[1], x.dtype), x) if x.ndim == 4 and x.size else 0
         y = xp.maximum(x, zero, out=x if self.inplace else None)
-        # y > 0 exactly where x > 0, and y is usually kept anyway by the next layer (a
-        # convolution caches its input), so caching y costs no memory where a mask would
-        self.cache = y
+        if is_grad_enabled():
+            # [x > 0] is [y > 0]. A bool mask is a quarter of y's memory, and caching it
+            # rather than y lets y go as soon as the next layers are done with it (a
+            # convolution keeps its own padded copy of its input, see conv.py)
+            self.cache = (y > 0, y.dtype)
         return y
 
     def backward(self, dout):
-        y = self.saved_cache()
-        check_dout(dout, y.shape, "ReLU", y.dtype)
+        mask, dtype = self.saved_cache()
+        check_dout(dout, mask.shape, "ReLU", dtype)
         self.release_cache()
-        return dout * (y > 0)
+        return dout * mask
 
 
 def sigmoid(x):

@@ -55,7 +55,9 @@ How ``Conv2d`` runs it fast (the plain, loop-over-everything version is
   on every allocation, paying a page fault per 4 KiB the first time it is written
   (measured: 26 ms to fill a fresh 75 MB patch matrix, 4 ms to refill an old one), the way
   PyTorch's caching allocator reuses GPU memory. Scratch lives only inside one forward or
-  backward call; nothing keeps a reference to it.
+  backward call, with one exception: a stride-1 convolution keeps its input's filled grid
+  from forward to backward, whose weight gradient reads it (so x is not copied onto a grid
+  twice), in a buffer the workspace *lends* and takes back for the next forward.
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ from ..backend import get_array_module
 from .. import init
 from ._checks import check_dout, check_input, pair, positive_int
 from ._channels import is_channels_last, sum_over_batch_and_space
-from .module import Module, Parameter
+from .module import Module, Parameter, is_grad_enabled
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -107,11 +109,19 @@ class Workspace:
     data instead of zero-filling a fresh array and copying. One is kept per shape, and a
     network needs a handful per batch size; past ``max_zeroed`` of them (a workload that
     cycles through many input shapes) the oldest is dropped.
+
+    ``lend(xp, key, size, dtype)`` is ``zeroed`` for memory that must outlive the call: the
+    array is the caller's alone until it comes back through ``give_back(xp, key, array)``,
+    and is then lent again for the same key, its border still zero. Conv2d keeps its
+    input's padded grid this way from forward to backward, so backward need not copy x
+    onto a grid again; a network borrows as many as it has such layers alive at once, and
+    an array that is never given back (a forward without a backward) is simply freed.
     """
 
     def __init__(self, max_zeroed=64):
         self._buffers = {}
         self._zeroed = {}
+        self._lendable = {}
         self.max_zeroed = max_zeroed
 
     def empty(self, xp, shape, dtype, slot="patches"):
@@ -132,6 +142,19 @@ class Workspace:
             buf = self._zeroed[key] = xp.zeros(size, dtype=dtype)
         return buf
 
+    def lend(self, xp, key, size, dtype):
+        key = (xp.__name__, xp.dtype(dtype)) + tuple(key)
+        returned = self._lendable.get(key)
+        return returned.pop() if returned else xp.zeros(size, dtype=dtype)
+
+    def give_back(self, xp, key, buf):
+        key = (xp.__name__, xp.dtype(buf.dtype)) + tuple(key)
+        if key not in self._lendable:
+            while len(self._lendable) >= self.max_zeroed:
+                del self._lendable[next(iter(self._lendable))]   # the oldest shape's
+            self._lendable[key] = []
+        self._lendable[key].append(buf)
+
     def padded(self, x, padding, axes=(2, 3)):
         """4-D ``x`` copied into the middle of a zero-bordered buffer, one kept per shape,
         padded by p on both sides of the two spatial ``axes``: (2, 3) for (A, B, H, W),
@@ -151,12 +174,14 @@ class Workspace:
     def nbytes(self):
         """Bytes of scratch memory held."""
         held = list(self._buffers.values()) + list(self._zeroed.values())
+        held += [buf for returned in self._lendable.values() for buf in returned]
         return sum(buf.nbytes for buf in held if buf is not None)
 
     def clear(self):
         """Give the scratch memory back (it is allocated again on the next call)."""
         self._buffers.clear()
         self._zeroed.clear()
+        self._lendable.clear()
 
 
 workspace = Workspace()
@@ -216,15 +241,23 @@ class StripGrid:
         block = grid[:rows, :n * (w + self.gap)]
         return block.reshape(rows, n, w + self.gap, grid.shape[-1]).transpose(1, 0, 2, 3)
 
-    def fill(self, x_nhwc, scratch, role):
-        """Copy x (N, H, W, C) into the grid's reused buffer; returns the flat grid."""
+    def fill(self, x_nhwc, scratch, role, keep=False):
+        """Copy x (N, H, W, C) into the grid's reused buffer; returns the flat grid.
+
+        With ``keep``, the buffer is lent by ``scratch`` (:meth:`Workspace.lend`) rather
+        than shared: it stays the caller's until :meth:`give_back`, so it can be kept
+        while other layers fill grids of the same shape."""
         n, h, w, c = self.shape
         p, xp = self.p, get_array_module(x_nhwc)
-        key = (role, self.shape, self.k, p)
-        flat = scratch.zeroed(xp, key, self.size + self.slack, x_nhwc.dtype)
+        get = scratch.lend if keep else scratch.zeroed
+        flat = get(xp, (role, self.shape, self.k, p), self.size + self.slack, x_nhwc.dtype)
         grid = flat[:self.size].reshape(self.hp, self.wg, c)
         self.images(grid[p:, p:], h)[:, :, :w] = x_nhwc
         return flat
+
+    def give_back(self, flat, scratch, role):
+        """Return a buffer that ``fill(..., keep=True)`` lent, for the next fill to reuse."""
+        scratch.give_back(get_array_module(flat), (role, self.shape, self.k, self.p), flat)
 
     def strips(self, flat, i, r):
         start = (i * self.wg + r) * self.c                # grid[i, r, 0]
@@ -288,7 +321,7 @@ def _strip_products(grid, flat, w_rows, scratch):
     return y
 
 
-def conv2d_strips_backward(x_nhwc, dy_nhwc, weight, padding, scratch):
+def conv2d_strips_backward(x_nhwc, dy_nhwc, weight, padding, scratch, x_grid=None):
     """dL/dW and dL/dx of :func:`conv2d_strips`.
 
     dW: the forward sum pairs strip entry (j, c) of position (h, t) with that position's
@@ -301,22 +334,27 @@ def conv2d_strips_backward(x_nhwc, dy_nhwc, weight, padding, scratch):
     Needs p <= k - 1.
 
     Args:
-        x_nhwc: (N, H, W, C_in), the forward input. dy_nhwc: (N, H', W', C_out).
-        weight: W (C_out, C_in, k, k).
+        x_nhwc: (N, H, W, C_in), the forward input (None if ``x_grid`` is given).
+        dy_nhwc: (N, H', W', C_out). weight: W (C_out, C_in, k, k).
+        x_grid: x already on its grid, the pair (StripGrid, flat grid) that the forward
+            filled and kept (see ``Conv2d``), or None to fill the grid here.
     Returns:
         (dW of W's shape, dx (N, H, W, C_in)).
     """
     xp = get_array_module(dy_nhwc)
-    n, h, w, c_in = x_nhwc.shape
     c_out, _, k, _ = weight.shape
     _, ho, wo, _ = dy_nhwc.shape
     if k == 1 and padding == 0:                   # 1x1: dW = x^T dy, dx = dy W over the pixels
+        n, h, w, c_in = x_nhwc.shape
         x_pixels, dy_pixels = x_nhwc.reshape(-1, c_in), dy_nhwc.reshape(-1, c_out)
         w_mat = weight.reshape(c_out, c_in)
         dw = xp.matmul(x_pixels.T, dy_pixels).T.reshape(weight.shape)
         return dw, xp.matmul(dy_pixels, w_mat).reshape(n, h, w, c_in)
-    grid = StripGrid(x_nhwc.shape, k, padding)
-    flat = grid.fill(x_nhwc, scratch, "x")
+    if x_grid is None:                            # the forward did not keep x's grid: fill it
+        grid = StripGrid(x_nhwc.shape, k, padding)
+        x_grid = grid, grid.fill(x_nhwc, scratch, "x")
+    grid, flat = x_grid
+    n, h, w, c_in = grid.shape
     q = k - 1 - padding                                  # dx: the convolution of dy padded by q
     dy_padded = StripGrid(dy_nhwc.shape, k, q)
     dy_flat = dy_padded.fill(dy_nhwc, scratch, "dy")
@@ -544,6 +582,14 @@ class Conv2d(Module):
         k, s, p = self.kernel_size, self.stride, self.padding
         return self.groups == 1 and (s == 1 or (k == 1 and p == 0))
 
+    def _keeps_grid(self):
+        """Whether forward keeps x's filled strip grid for backward's dW instead of x:
+        stride-1 convolutions with a k x k kernel (k > 1) or padding, whose backward runs
+        :func:`conv2d_strips_backward`, when a backward can follow (not under no_grad)."""
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return (self.groups == 1 and s == 1 and (k > 1 or p > 0) and p <= k - 1
+                and is_grad_enabled())
+
     def forward(self, x):
         check_input(x, self._describe(), 4, "(N, C, H, W)", self.in_channels,
                     dtype=self.weight.dtype)
@@ -554,12 +600,19 @@ class Conv2d(Module):
             raise ValueError(f"{self._describe()}: the input of spatial size {h}x{w} is smaller "
                              f"than the kernel ({k}x{k}) even after padding {p}. Use a larger "
                              "input or more padding.")
-        # Cache x, not patches: backward rebuilds what it needs from x, which the previous
-        # layer's output holds anyway.
-        self.cache = x
+        # Cache x, not patches: backward rebuilds what it needs from x. Where forward has
+        # filled x's strip grid, which backward's dW reads, it keeps that grid instead (a
+        # buffer lent by the workspace), so backward need not fill it again, and x itself
+        # can go once the layers before are done with it (ReLU keeps only a mask).
+        self.cache = (x.shape, x.dtype, x, None)
         if self.groups == 1:
             w_rows = kernel_rows(self.weight.data)
-            if self._uses_strips():
+            if self._keeps_grid():
+                grid = StripGrid(x.transpose(0, 2, 3, 1).shape, k, p)
+                flat = grid.fill(x.transpose(0, 2, 3, 1), workspace, "x kept", keep=True)
+                self.cache = (x.shape, x.dtype, None, (grid, flat))
+                y_nhwc = _strip_products(grid, flat, w_rows, workspace)
+            elif self._uses_strips():
                 x_nhwc = x[:, :, ::s, ::s].transpose(0, 2, 3, 1)  # a view; free for channels-last x
                 y_nhwc = conv2d_strips(x_nhwc, w_rows, p, workspace)
             else:
@@ -578,20 +631,21 @@ class Conv2d(Module):
         return channels_last(y_cnhw.transpose(1, 0, 2, 3))
 
     def backward(self, dout):
-        x = self.saved_cache()
-        x_shape = x.shape
+        x_shape, x_dtype, x, x_grid = self.saved_cache()   # x or, if kept, x's strip grid
         n = x_shape[0]
         g, k, s, p = self.groups, self.kernel_size, self.stride, self.padding
         ho, wo = self.output_shape(x_shape)[2:]
-        check_dout(dout, (n, self.out_channels, ho, wo), "Conv2d", x.dtype)
+        check_dout(dout, (n, self.out_channels, ho, wo), "Conv2d", x_dtype)
         self.release_cache()
         xp = get_array_module(dout)
         if self.bias is not None:
             self.bias.accumulate_grad(sum_over_batch_and_space(dout))
         if self._uses_strips() and p <= k - 1:
-            dw, dx_nhwc = conv2d_strips_backward(
-                x[:, :, ::s, ::s].transpose(0, 2, 3, 1), dout.transpose(0, 2, 3, 1),
-                self.weight.data, p, workspace)
+            x_nhwc = None if x is None else x[:, :, ::s, ::s].transpose(0, 2, 3, 1)
+            dw, dx_nhwc = conv2d_strips_backward(x_nhwc, dout.transpose(0, 2, 3, 1),
+                                                 self.weight.data, p, workspace, x_grid)
+            if x_grid is not None:
+                x_grid[0].give_back(x_grid[1], workspace, "x kept")   # for the next forward
             self.weight.accumulate_grad(dw)
             if s == 1:
                 return dx_nhwc.transpose(0, 3, 1, 2)
