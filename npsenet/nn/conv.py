@@ -67,6 +67,7 @@ from ..backend import get_array_module
 from .. import init
 from ._checks import check_dout, check_input, pair, positive_int
 from ._channels import is_channels_last, sum_over_batch_and_space
+from ._workspace import Workspace, workspace  # noqa: F401  (Workspace: for the notebooks)
 from .module import Module, Parameter, is_grad_enabled
 
 
@@ -91,100 +92,6 @@ def _offset_slices(i, j, stride, ho, wo):
     return (slice(None), slice(None),
             slice(i, i + stride * (ho - 1) + 1, stride),
             slice(j, j + stride * (wo - 1) + 1, stride))
-
-
-class Workspace:
-    """Scratch arrays reused from call to call (see the module docstring for why).
-
-    ``empty(xp, shape, dtype, slot)`` returns a view of the first prod(shape) elements of
-    one array per (slot, array library, dtype), grown to the largest request. Each call
-    may return the same memory as the last call for that slot, so a result must be used
-    up before the next call: Conv2d's patch matrices are (the forward, dW and dx
-    products run one after another), and the whole network then needs scratch memory
-    for its largest layer only.
-
-    ``zeroed(xp, key, size, dtype)`` returns a flat array that is zero when it is made
-    and kept under ``key``. Its users write the same interior on every call and never
-    touch the rest, so its border stays zero: a padded copy then costs one copy of the
-    data instead of zero-filling a fresh array and copying. One is kept per shape, and a
-    network needs a handful per batch size; past ``max_zeroed`` of them (a workload that
-    cycles through many input shapes) the oldest is dropped.
-
-    ``lend(xp, key, size, dtype)`` is ``zeroed`` for memory that must outlive the call: the
-    array is the caller's alone until it comes back through ``give_back(xp, key, array)``,
-    and is then lent again for the same key, its border still zero. Conv2d keeps its
-    input's padded grid this way from forward to backward, so backward need not copy x
-    onto a grid again; a network borrows as many as it has such layers alive at once, and
-    an array that is never given back (a forward without a backward) is simply freed.
-    """
-
-    def __init__(self, max_zeroed=64):
-        self._buffers = {}
-        self._zeroed = {}
-        self._lendable = {}
-        self.max_zeroed = max_zeroed
-
-    def empty(self, xp, shape, dtype, slot="patches"):
-        key = ("empty", slot, xp.__name__, xp.dtype(dtype))
-        size = math.prod(shape)
-        buf = self._buffers.get(key)
-        if buf is None or buf.size < size:
-            self._buffers[key] = None                    # free the old one before growing
-            buf = self._buffers[key] = xp.empty(size, dtype=dtype)
-        return buf[:size].reshape(shape)
-
-    def zeroed(self, xp, key, size, dtype):
-        key = (xp.__name__, xp.dtype(dtype)) + tuple(key)
-        buf = self._zeroed.get(key)
-        if buf is None:
-            while len(self._zeroed) >= self.max_zeroed:
-                del self._zeroed[next(iter(self._zeroed))]       # the oldest
-            buf = self._zeroed[key] = xp.zeros(size, dtype=dtype)
-        return buf
-
-    def lend(self, xp, key, size, dtype):
-        key = (xp.__name__, xp.dtype(dtype)) + tuple(key)
-        returned = self._lendable.get(key)
-        return returned.pop() if returned else xp.zeros(size, dtype=dtype)
-
-    def give_back(self, xp, key, buf):
-        key = (xp.__name__, xp.dtype(buf.dtype)) + tuple(key)
-        if key not in self._lendable:
-            while len(self._lendable) >= self.max_zeroed:
-                del self._lendable[next(iter(self._lendable))]   # the oldest shape's
-            self._lendable[key] = []
-        self._lendable[key].append(buf)
-
-    def padded(self, x, padding, axes=(2, 3)):
-        """4-D ``x`` copied into the middle of a zero-bordered buffer, one kept per shape,
-        padded by p on both sides of the two spatial ``axes``: (2, 3) for (A, B, H, W),
-        (1, 2) for channels-last (N, H, W, C)."""
-        if padding == 0:
-            return x
-        xp = get_array_module(x)
-        shape, interior = list(x.shape), [slice(None)] * x.ndim
-        for axis in axes:
-            shape[axis] += 2 * padding
-            interior[axis] = slice(padding, padding + x.shape[axis])
-        key = ("padded", x.shape, padding, axes)  # (the interior it writes, not only the size)
-        buf = self.zeroed(xp, key, math.prod(shape), x.dtype).reshape(shape)
-        buf[tuple(interior)] = x
-        return buf
-
-    def nbytes(self):
-        """Bytes of scratch memory held."""
-        held = list(self._buffers.values()) + list(self._zeroed.values())
-        held += [buf for returned in self._lendable.values() for buf in returned]
-        return sum(buf.nbytes for buf in held if buf is not None)
-
-    def clear(self):
-        """Give the scratch memory back (it is allocated again on the next call)."""
-        self._buffers.clear()
-        self._zeroed.clear()
-        self._lendable.clear()
-
-
-workspace = Workspace()
 
 
 def channels_last(a):
@@ -419,7 +326,7 @@ def conv2d_patches(x_nhwc, w_rows, stride, padding, scratch):
         if i == 0:
             xp.matmul(rows_i, w_rows[0], out=y)
         else:
-            y += xp.matmul(rows_i, w_rows[i])
+            y += xp.matmul(rows_i, w_rows[i], out=scratch.empty(xp, y.shape, y.dtype, "term"))
     return y.reshape(n, ho, wo, c_out)
 
 
@@ -450,14 +357,17 @@ def conv2d_patches_backward(x_nhwc, dy_nhwc, weight, stride, padding, scratch):
     dw_rows = xp.stack([xp.matmul(_kernel_row_copy(x_pad, k, i, stride, ho, wo, scratch).T, dy)
                         for i in range(k)])
     dw = dw_rows.reshape(k, k, c, c_out).transpose(3, 2, 0, 1)
-    dx_pad = xp.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=dy_nhwc.dtype)
+    dx_pad = scratch.empty(xp, (n, h + 2 * padding, w + 2 * padding, c), dy_nhwc.dtype, "dx")
+    dx_pad[...] = 0
     step = -(-k // stride)                       # strips step * s >= k columns apart
     for first in range(min(step, wo)):
         dy_part = xp.ascontiguousarray(dy_nhwc[:, :, first::step])  # (N, H', count, C_out)
+        dy_part = dy_part.reshape(-1, c_out)
+        term = scratch.empty(xp, (dy_part.shape[0], k * c), dy_part.dtype, "term")
         for i in range(k):
             view = _row_strips(dx_pad, k, i, stride, ho, wo, step, first)
             # one 2-D product (a 4-D operand would make matmul loop over N and H')
-            view += xp.matmul(dy_part.reshape(-1, c_out), w_rows[i].T).reshape(view.shape)
+            view += xp.matmul(dy_part, w_rows[i].T, out=term).reshape(view.shape)
     dx = xp.ascontiguousarray(dx_pad[:, padding:padding + h, padding:padding + w])
     return dw, dx
 

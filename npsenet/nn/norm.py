@@ -30,6 +30,7 @@ import numpy as np
 from ..backend import get_array_module
 from ._checks import check_dout, check_input, positive_int
 from ._channels import per_channel, sum_of_products_over_batch_and_space, sum_over_batch_and_space
+from ._workspace import workspace
 from .module import Module, Parameter
 
 class BatchNorm2d(Module):
@@ -129,5 +130,9 @@ class BatchNorm2d(Module):
         # dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)), with xhat = (x - mu) * inv_std
         dx = dout - per_channel(sum_dy / m, dout)
         dx *= per_channel(scale, dout)
-        dx -= cached * per_channel(scale * inv_std * sum_dy_xhat / m, dout)
+        # the last term in a reused scratch array: a fresh one costs more than the product
+        term = workspace.like(cached, slot="batchnorm: term")
+        get_array_module(dx).multiply(
+            cached, per_channel(scale * inv_std * sum_dy_xhat / m, dout), out=term)
+        dx -= term
         return dx
