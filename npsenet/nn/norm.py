@@ -31,7 +31,7 @@ from ..backend import get_array_module
 from ._checks import check_dout, check_input, positive_int
 from ._channels import per_channel, sum_of_products_over_batch_and_space, sum_over_batch_and_space
 from ._workspace import workspace
-from .module import Module, Parameter
+from .module import Module, Parameter, is_grad_enabled
 
 class BatchNorm2d(Module):
     """Batch norm for (N, C, H, W) inputs.
@@ -78,7 +78,11 @@ class BatchNorm2d(Module):
                                  f"to compute a variance, got input shape {tuple(x.shape)}. "
                                  "Use a batch of at least 2, or call .eval().")
             mean = sum_over_batch_and_space(x) / m
-            centred = x - per_channel(mean, x)                             # x - mu
+            # x - mu is kept for backward, in an array the workspace lends and backward
+            # gives back: memory reused from step to step costs less than new memory
+            centred = (workspace.lend_like(x, "batchnorm: x - mu") if is_grad_enabled()
+                       else xp.empty_like(x))
+            xp.subtract(x, per_channel(mean, x), out=centred)               # x - mu
             var = sum_of_products_over_batch_and_space(centred, centred) / m
             inv_std = 1.0 / xp.sqrt(var + self.eps)
             self._update_running_stats(mean, var, m)
@@ -135,4 +139,5 @@ class BatchNorm2d(Module):
         get_array_module(dx).multiply(
             cached, per_channel(scale * inv_std * sum_dy_xhat / m, dout), out=term)
         dx -= term
+        workspace.give_back_like(cached, "batchnorm: x - mu")   # for the next forward
         return dx
