@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import npsenet as ns
-from npsenet.nn.conv import workspace
+from npsenet.nn.conv import channels_last, workspace
 
 import reference
 
@@ -123,3 +123,29 @@ def test_relu_keeps_a_mask_not_its_output():
     mask, _ = relu.cache
     assert mask.dtype == bool and mask.tolist() == [[False, False, True]]
     np.testing.assert_array_equal(relu.backward(np.full_like(y, 3.0)), [[0.0, 0.0, 3.0]])
+
+
+@pytest.mark.parametrize("make", [lambda: ns.nn.BatchNorm2d(3), lambda: ns.nn.ReLU()],
+                         ids=["BatchNorm2d", "ReLU"])
+def test_layers_reuse_the_arrays_they_keep_for_backward(make):
+    """BatchNorm's x - mu and ReLU's mask live in arrays the workspace lends: backward gives
+    them back and the next forward reuses them, with the same results as a fresh layer;
+    under no_grad nothing is taken."""
+    rng = np.random.default_rng(2)
+    x1, x2 = (channels_last(a) for a in rng.standard_normal((2, 4, 3, 5, 6)))
+    dy = rng.standard_normal(x1.shape)
+    layer = make().to(dtype=np.float64)
+    workspace.clear()
+    layer(x1)
+    kept = layer.cache[0]
+    layer.backward(dy)
+    y2 = layer(x2)
+    assert np.shares_memory(layer.cache[0], kept)                 # given back, lent again
+    dx2 = layer.backward(dy)
+    fresh = make().to(dtype=np.float64)
+    np.testing.assert_array_equal(y2, fresh(x2))
+    np.testing.assert_array_equal(dx2, fresh.backward(dy))
+    with ns.no_grad():
+        layer(x1)
+    assert any(np.shares_memory(buf, kept) for bufs in workspace._lendable.values()
+               for buf in bufs)                                   # still in the workspace

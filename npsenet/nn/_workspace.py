@@ -87,11 +87,12 @@ class Workspace:
             self._lendable[key] = []
         self._lendable[key].append(buf)
 
-    def lend_like(self, a, role):
-        """An array shaped and laid out like ``a``, lent as by ``lend`` under ``role``."""
+    def lend_like(self, a, role, dtype=None):
+        """An array shaped and laid out like ``a`` (of ``a``'s dtype unless ``dtype`` is
+        given), lent as by ``lend`` under ``role``."""
         order, shape = _memory_order(a)
         xp = get_array_module(a)
-        flat = self.lend(xp, (role, shape), math.prod(shape), a.dtype)
+        flat = self.lend(xp, (role, shape), math.prod(shape), dtype or a.dtype)
         return flat.reshape(shape).transpose(_inverse(order))
 
     def give_back_like(self, array, role):

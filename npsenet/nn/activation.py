@@ -15,6 +15,7 @@ from __future__ import annotations
 from ..backend import get_array_module
 from ._channels import per_channel
 from ._checks import check_dout, check_float_array
+from ._workspace import workspace
 from .module import Module, is_grad_enabled
 
 
@@ -45,15 +46,19 @@ class ReLU(Module):
         if is_grad_enabled():
             # [x > 0] is [y > 0]. A bool mask is a quarter of y's memory, and caching it
             # rather than y lets y go as soon as the next layers are done with it (a
-            # convolution keeps its own padded copy of its input, see conv.py)
-            self.cache = (y > 0, y.dtype)
+            # convolution keeps its own padded copy of its input, see conv.py). The mask
+            # lives in an array the workspace lends and backward gives back.
+            mask = workspace.lend_like(y, "relu: mask", dtype=bool)
+            self.cache = (xp.greater(y, 0, out=mask), y.dtype)
         return y
 
     def backward(self, dout):
         mask, dtype = self.saved_cache()
         check_dout(dout, mask.shape, "ReLU", dtype)
         self.release_cache()
-        return dout * mask
+        dx = dout * mask
+        workspace.give_back_like(mask, "relu: mask")              # for the next forward
+        return dx
 
 
 def sigmoid(x):
