@@ -38,8 +38,9 @@ class Workspace:
     onto a grid again; a network borrows as many as it has such layers alive at once, and
     an array that is never given back (a forward without a backward) is simply freed.
     ``lend_like(a, role)`` and ``give_back_like(array, role)`` do the same for an array
-    shaped and laid out like ``a`` (BatchNorm keeps x - mu in one): inside a training
-    step, memory that comes back from the previous step is much cheaper than new memory.
+    shaped and laid out like ``a`` (BatchNorm keeps x - mu in one, ReLU its mask): inside
+    a training step, memory that comes back from the previous step is much cheaper than
+    new memory. Lent arrays are kept for at most ``max_zeroed`` keys, like zeroed ones.
     """
 
     def __init__(self, max_zeroed=64):

@@ -50,11 +50,9 @@ How ``Conv2d`` runs it fast (the plain, loop-over-everything version is
   one large matrix product per group instead of one per sample, with im2col and col2im
   looping over the k*k kernel offsets (at most 49), one strided copy or ``+=`` of the
   whole batch each: no loop over samples or pixels, no ``np.add.at`` scatter.
-* Scratch memory is reused (:class:`Workspace`): the padded inputs and the patch
-  matrices are tens of MB, and memory that large comes fresh from the operating system
-  on every allocation, paying a page fault per 4 KiB the first time it is written
-  (measured: 26 ms to fill a fresh 75 MB patch matrix, 4 ms to refill an old one), the way
-  PyTorch's caching allocator reuses GPU memory. Scratch lives only inside one forward or
+* Scratch memory is reused (:class:`Workspace`, in ``nn/_workspace.py``): the padded
+  inputs, patch matrices and partial products are tens of MB, and fresh memory that large
+  is expensive (page faults, cold caches). Scratch lives only inside one forward or
   backward call, with one exception: a stride-1 convolution keeps its input's filled grid
   from forward to backward, whose weight gradient reads it (so x is not copied onto a grid
   twice), in a buffer the workspace *lends* and takes back for the next forward.
