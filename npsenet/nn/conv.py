@@ -491,12 +491,11 @@ class Conv2d(Module):
         return self.groups == 1 and (s == 1 or (k == 1 and p == 0))
 
     def _keeps_grid(self):
-        """Whether forward keeps x's filled strip grid for backward's dW instead of x:
-        stride-1 convolutions with a k x k kernel (k > 1) or padding, whose backward runs
-        :func:`conv2d_strips_backward`, when a backward can follow (not under no_grad)."""
-        k, s, p = self.kernel_size, self.stride, self.padding
-        return (self.groups == 1 and s == 1 and (k > 1 or p > 0) and p <= k - 1
-                and is_grad_enabled())
+        """Whether forward keeps x's filled strip grid for backward's dW instead of x: the
+        strip convolutions that fill one (all but 1x1 kernels without padding) and whose
+        backward reads it (p <= k - 1), when a backward can follow (not under no_grad)."""
+        k, p = self.kernel_size, self.padding
+        return self._uses_strips() and (k > 1 or p > 0) and p <= k - 1 and is_grad_enabled()
 
     def forward(self, x):
         check_input(x, self._describe(), 4, "(N, C, H, W)", self.in_channels,
@@ -515,14 +514,15 @@ class Conv2d(Module):
         self.cache = (x.shape, x.dtype, x, None)
         if self.groups == 1:
             w_rows = kernel_rows(self.weight.data)
-            if self._keeps_grid():
-                grid = StripGrid(x.transpose(0, 2, 3, 1).shape, k, p)
-                flat = grid.fill(x.transpose(0, 2, 3, 1), workspace, "x kept", keep=True)
-                self.cache = (x.shape, x.dtype, None, (grid, flat))
-                y_nhwc = _strip_products(grid, flat, w_rows, workspace)
-            elif self._uses_strips():
+            if self._uses_strips():
                 x_nhwc = x[:, :, ::s, ::s].transpose(0, 2, 3, 1)  # a view; free for channels-last x
-                y_nhwc = conv2d_strips(x_nhwc, w_rows, p, workspace)
+                if self._keeps_grid():            # conv2d_strips, with x's grid kept
+                    grid = StripGrid(x_nhwc.shape, k, p)
+                    flat = grid.fill(x_nhwc, workspace, "x kept", keep=True)
+                    self.cache = (x.shape, x.dtype, None, (grid, flat))
+                    y_nhwc = _strip_products(grid, flat, w_rows, workspace)
+                else:
+                    y_nhwc = conv2d_strips(x_nhwc, w_rows, p, workspace)
             else:
                 y_nhwc = conv2d_patches(x.transpose(0, 2, 3, 1), w_rows, s, p, workspace)
             if self.bias is not None:

@@ -266,8 +266,9 @@ class Module:
         """What the last forward stored for backward (``self.cache``); an error if nothing is.
 
         Backward reads it, checks ``dout``, then calls :meth:`release_cache`: it frees the
-        cache as PyTorch frees its graph, so between steps only the parameters stay in memory,
-        and a rejected ``dout`` leaves the cache in place for a corrected call.
+        cache as PyTorch frees its graph, so between steps only the parameters stay in memory
+        (and the scratch arrays the layers reuse, ``nn/_workspace.py``), and a rejected
+        ``dout`` leaves the cache in place for a corrected call.
         """
         cache = self.__dict__.get("cache")
         if cache is None:
