@@ -13,9 +13,13 @@ while (OpenBLAS's for up to ~0.1 s, OpenMP's similarly), which slows the first s
 that follows; waiting them out with a pause instead idles the CPU, and the step after
 an idle spell is slow too (measured here: after 0.3 s of sleep npsenet's next training
 step took ~20% longer, PyTorch's ~4%). With the settle step every timed step is a
-steady-state step, as in a training loop, where steps follow each other. Peak memory is measured in a fresh subprocess per
-framework: the rise of the process's peak resident memory (ru_maxrss) over its level
-just before the timed steps, i.e. what one step needs on top of the model and the batch.
+steady-state step, as in a training loop, where steps follow each other.
+
+Peak memory is measured in a fresh subprocess per framework: the rise of the process's
+peak resident memory (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``) over four
+steps above its level just before them, i.e. what a step needs on top of the model and
+the batch, with glibc told to return freed blocks at once (see
+:func:`measure_peak_memory`).
 On the GPU, CuPy's and PyTorch's own allocator peaks are reported instead.
 """
 from __future__ import annotations
@@ -125,8 +129,9 @@ def run_benchmark(model="se_resnet20", batch_size=128, image_size=32, dtype="flo
     """Median step times (seconds) of npsenet and, when available, PyTorch.
 
     ``settle`` untimed steps run after each switch between the frameworks, before the
-    timed one (see the module docstring). Returns a dict with ``npsenet_s``, ``torch_s`` (or None),
-    ``ratio``, ``images_per_s``, the peak memory figures (bytes) and the settings.
+    timed one (see the module docstring). Returns a dict with ``npsenet_s``, ``torch_s``
+    (or None), ``ratio``, ``images_per_s``, the peak memory figures (bytes) and the
+    settings.
     """
     device = backend.normalize_device(device)
     dtype = np.dtype(dtype)

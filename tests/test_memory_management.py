@@ -149,3 +149,19 @@ def test_layers_reuse_the_arrays_they_keep_for_backward(make):
         layer(x1)
     assert any(np.shares_memory(buf, kept) for bufs in workspace._lendable.values()
                for buf in bufs)                                   # still in the workspace
+
+
+@pytest.mark.parametrize("make", [lambda: ns.nn.ReLU(), lambda: ns.nn.BatchNorm2d(2),
+                                  lambda: ns.nn.Conv2d(2, 2, 3, padding=1)],
+                         ids=["ReLU", "BatchNorm2d", "Conv2d"])
+def test_a_forward_under_no_grad_drops_what_an_earlier_forward_kept(make):
+    """A backward after a no_grad forward raises, even when an earlier forward with
+    gradients kept something: its cache belongs to another input."""
+    layer = make()
+    x = np.ones((2, 2, 4, 4), dtype=np.float32)
+    y = layer(x)
+    with ns.no_grad():
+        layer(x)
+    assert layer.__dict__.get("cache") is None
+    with pytest.raises(ValueError, match="no_grad"):
+        layer.backward(np.ones_like(y))

@@ -43,6 +43,7 @@ class ReLU(Module):
         # broadcasts its per-channel factors) it is ~2x faster than max(x, 0)
         zero = per_channel(xp.zeros(x.shape[1], x.dtype), x) if x.ndim == 4 and x.size else 0
         y = xp.maximum(x, zero, out=x if self.inplace else None)
+        self.cache = None                     # what an earlier forward kept is stale now
         if is_grad_enabled():
             # [x > 0] is [y > 0]. A bool mask is a quarter of y's memory, and caching it
             # rather than y lets y go as soon as the next layers are done with it (a

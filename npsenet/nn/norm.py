@@ -33,6 +33,7 @@ from ._channels import per_channel, sum_of_products_over_batch_and_space, sum_ov
 from ._workspace import workspace
 from .module import Module, Parameter, is_grad_enabled
 
+
 class BatchNorm2d(Module):
     """Batch norm for (N, C, H, W) inputs.
 
