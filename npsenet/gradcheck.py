@@ -7,7 +7,7 @@
     >>> max(errors.values()) < 1e-7
     True
 
-The check (SPEC §3):
+The check (the contract, docs/contract.md#gradients):
 
 * float64 throughout (float32 rounding alone is ~1e-7);
 * a **random** upstream gradient g, so the scalar being differentiated is

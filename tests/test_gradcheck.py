@@ -1,4 +1,5 @@
-"""Numerical gradient checks of every layer (SPEC §3), and of the checker itself."""
+"""Numerical gradient checks of every layer (the contract, docs/contract.md#gradients), and of
+the checker itself."""
 import numpy as np
 import pytest
 
@@ -47,8 +48,9 @@ def test_check_layer_catches_a_wrong_backward():
 
 
 def test_sum_based_check_would_miss_softmax_errors_but_ours_does_not():
-    """The trap SPEC §3 warns about: for a softmax-like layer, d sum(f)/dx = 0, so a
-    backward that returns zeros passes a sum-based check. A random upstream gradient catches it."""
+    """The trap the contract warns about (docs/contract.md#gradients): for a softmax-like
+    layer, d sum(f)/dx = 0, so a backward that returns zeros passes a sum-based check. A
+    random upstream gradient catches it."""
 
     class Softmax(ns.nn.Module):
         def forward(self, x):
