@@ -1,15 +1,17 @@
 """PyTorch twins of npsenet's models: the oracle of the parity tests, the other side of
 ``npsenet bench`` and of ``benchmarks/pytorch_reference.py``.
 
-The architecture, every SE option and the state_dict keys mirror ``npsenet.models``
-exactly, so weights copy across with :func:`copy_weights`. PyTorch is optional and
-test-only: this module imports it when called, and torchvision is not needed.
+The architecture (looked up by model name in :mod:`npsenet.models.specs`, the table the
+npsenet factories read), every SE option and the state_dict keys mirror
+``npsenet.models`` exactly, so weights copy across with :func:`copy_weights`. PyTorch is
+optional and test-only: this module imports it when called, and torchvision is not needed.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .backend import to_numpy
+from .models.specs import SE_DEFAULTS, spec_for
 
 
 def _torch():
@@ -22,7 +24,30 @@ def _torch():
 
 
 def build_torch_model(name, **options):
-    """The PyTorch model equal to ``npsenet.models.build_model(name, **options)``."""
+    """The PyTorch model equal to ``npsenet.models.build_model(name, **options)``.
+
+    The architecture is the model's entry in :data:`npsenet.models.specs.SPECS`; the
+    options default as npsenet's factories default them.
+    """
+    spec = spec_for(name)
+    se = None
+    if spec.se:
+        se = {key: options.get(key, default) for key, default in SE_DEFAULTS.items()}
+        se["bias"] = options.get("bias", spec.se_bias)
+    return build_torch_resnet(spec, options.get("num_classes", spec.num_classes), se,
+                              options.get("se_stages"))
+
+
+def build_torch_resnet(spec, num_classes, se=None, se_stages=None):
+    """The PyTorch ResNet of a :class:`~npsenet.models.specs.ResNetSpec`.
+
+    Args:
+        spec: the architecture (block kind, layers, widths, stem, groups, base_width).
+        num_classes: outputs of ``fc``.
+        se: None for no SE, else the SE options: reduction, squeeze, gate, bias,
+            no_squeeze and placement.
+        se_stages: the stage numbers, from 1, that carry SE (default: all).
+    """
     torch = _torch()
     nn = torch.nn
 
@@ -48,18 +73,20 @@ def build_torch_model(name, **options):
             return u * s[:, :, None, None]
 
     class Block(nn.Module):
-        """BasicBlock (expansion 1) or Bottleneck (expansion 4), SE in any placement."""
+        """BasicBlock (expansion 1) or Bottleneck (expansion 4, 3x3 convolution of width
+        int(planes * base_width / 64) * groups with ``groups`` groups), SE in any placement."""
 
-        def __init__(self, inplanes, planes, stride, bottleneck, se):
+        def __init__(self, inplanes, planes, stride, bottleneck, se, groups=1, base_width=64):
             super().__init__()
             self.bottleneck = bottleneck
             out = planes * (4 if bottleneck else 1)
             if bottleneck:
-                self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-                self.bn1 = nn.BatchNorm2d(planes)
-                self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-                self.bn2 = nn.BatchNorm2d(planes)
-                self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+                width = int(planes * (base_width / 64.0)) * groups
+                self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+                self.bn1 = nn.BatchNorm2d(width)
+                self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
+                self.bn2 = nn.BatchNorm2d(width)
+                self.conv3 = nn.Conv2d(width, out, 1, bias=False)
                 self.bn3 = nn.BatchNorm2d(out)
             else:
                 self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
@@ -69,8 +96,6 @@ def build_torch_model(name, **options):
             self.placement = se["placement"] if se else None
             if se:
                 se_channels = inplanes if self.placement == "pre" else out
-                if self.placement == "identity":
-                    se_channels = out
                 self.se = SEBlock(se_channels, **{k: v for k, v in se.items() if k != "placement"})
             self.downsample = None
             if stride != 1 or inplanes != out:
@@ -94,55 +119,38 @@ def build_torch_model(name, **options):
             return self.se(y) if self.placement == "post" else y
 
     class ResNet(nn.Module):
-        def __init__(self, imagenet, depths, bottleneck, num_classes, se, se_stages):
+        def __init__(self):
             super().__init__()
-            widths = (64, 128, 256, 512) if imagenet else (16, 32, 64)
-            stem = widths[0]
-            if imagenet:
+            bottleneck = spec.block == "bottleneck"
+            stem = spec.widths[0]
+            if spec.imagenet_stem:
                 self.conv1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False)
             else:
                 self.conv1 = nn.Conv2d(3, stem, 3, 1, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(stem)
-            self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet else None
+            self.maxpool = nn.MaxPool2d(3, 2, 1) if spec.imagenet_stem else None
+            stages = set(range(1, spec.num_stages + 1) if se_stages is None else se_stages)
             inplanes = stem
-            for stage, (width, depth) in enumerate(zip(widths, depths), start=1):
+            for stage, (width, depth) in enumerate(zip(spec.widths, spec.layers), start=1):
                 blocks = []
                 for b in range(depth):
                     stride = 2 if (b == 0 and stage > 1) else 1
-                    stage_se = se if (se and stage in se_stages) else None
-                    blocks.append(Block(inplanes, width, stride, bottleneck, stage_se))
+                    stage_se = se if (se and stage in stages) else None
+                    blocks.append(Block(inplanes, width, stride, bottleneck, stage_se,
+                                        spec.groups, spec.base_width))
                     inplanes = width * (4 if bottleneck else 1)
                 setattr(self, f"layer{stage}", nn.Sequential(*blocks))
-            self.num_stages = len(widths)
             self.fc = nn.Linear(inplanes, num_classes)
 
         def forward(self, x):
             x = torch.relu(self.bn1(self.conv1(x)))
             if self.maxpool is not None:
                 x = self.maxpool(x)
-            for stage in range(1, self.num_stages + 1):
+            for stage in range(1, spec.num_stages + 1):
                 x = getattr(self, f"layer{stage}")(x)
             return self.fc(x.mean((2, 3)))
 
-    cifar = {20: 3, 32: 5, 56: 9, 110: 18}
-    imagenet = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-    with_se = name.startswith("se_")
-    depth = int(name.split("resnet")[1])
-    is_imagenet = depth in imagenet
-    num_classes = options.get("num_classes", 1000 if is_imagenet else 10)
-    se = None
-    if with_se:
-        se = {"reduction": options.get("reduction", 16),
-              "squeeze": options.get("squeeze", "avg"),
-              "gate": options.get("gate", "sigmoid"),
-              "bias": options.get("bias", is_imagenet),
-              "no_squeeze": options.get("no_squeeze", False),
-              "placement": options.get("placement", "standard")}
-    stages = 4 if is_imagenet else 3
-    chosen = options.get("se_stages")
-    se_stages = set(range(1, stages + 1) if chosen is None else chosen)
-    depths = imagenet[depth] if is_imagenet else (cifar[depth],) * 3
-    return ResNet(is_imagenet, depths, is_imagenet, num_classes, se, se_stages)
+    return ResNet()
 
 
 def copy_weights(np_model, torch_model):

@@ -1,13 +1,18 @@
-"""The ResNet / SE-ResNet family: parameter counts, state_dict keys, every SE option, and
-gradient checks of the blocks and of a small network end to end."""
+"""The ResNet / SE-ResNet family: parameter counts, state_dict keys, every SE option, the
+registry and the spec table, grouped bottlenecks, and gradient checks of the blocks and of
+a small network end to end."""
 from __future__ import annotations
+
+import inspect
+from functools import partial
 
 import numpy as np
 import pytest
 
 import npsenet as ns
 from npsenet.gradcheck import check_layer, numerical_gradient
-from npsenet.models import PLACEMENTS, BasicBlock, Bottleneck, ResNet
+from npsenet.models import PLACEMENTS, BasicBlock, Bottleneck, ResNet, registry
+from npsenet.models.specs import SPECS
 
 from helpers import normwise_error
 
@@ -24,21 +29,15 @@ def count(model):
     return sum(p.size for p in model.parameters())
 
 
-def se_config(**overrides):
-    """The full SE configuration dict that ResNet and the blocks take."""
-    config = {"reduction": 2, "squeeze": "avg", "gate": "sigmoid", "bias": True,
-              "placement": "standard", "se_stages": [1, 2, 3], "no_squeeze": False}
-    config.update(overrides)
-    return config
+def se_layer(**overrides):
+    """The SE layer factory (channels -> SEBlock) that ResNet and the blocks take."""
+    options = {"reduction": 2, "squeeze": "avg", "gate": "sigmoid", "bias": True,
+               "no_squeeze": False}
+    options.update(overrides)
+    return partial(ns.nn.SEBlock, **options)
 
 
-def block_se(**overrides):
-    config = se_config(**overrides)
-    return {"placement": config.pop("placement"),
-            "block": {k: config[k] for k in ("reduction", "squeeze", "gate", "bias", "no_squeeze")}}
-
-
-# -- parameter counts (SPEC §2) ------------------------------------------------------------
+# -- parameter counts (docs/contract.md) ---------------------------------------------------
 @pytest.mark.parametrize("build, expected", [
     (lambda: ns.models.se_resnet20(), 274_490),
     (lambda: ns.models.resnet20(), 272_474),
@@ -146,6 +145,75 @@ def test_unknown_model_name():
         ns.models.build_model("se_resnet18")
     with pytest.raises(ValueError, match="SE options need an se_ model"):
         ns.models.build_model("resnet20", reduction=8)
+
+
+# -- the registry and the spec table -------------------------------------------------------
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """The registry as it is, restored after the test (what a test registers goes away)."""
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+
+
+def test_a_registered_factory_builds_by_name(scratch_registry):
+    @ns.models.register_model
+    def tiny_resnet(num_classes=10):
+        """One basic block per stage."""
+        model = ResNet(BasicBlock, (1, 1, 1), (4, 8, 16), num_classes)
+        model.name, model.options = "tiny_resnet", {"num_classes": num_classes}
+        return model
+
+    assert ns.models.model_names()[-1] == "tiny_resnet"
+    assert ns.models.model_names()[:len(ns.models.MODEL_NAMES)] == ns.models.MODEL_NAMES
+    model = ns.models.build_model("tiny_resnet", num_classes=3)
+    assert model.fc.weight.shape == (3, 16)
+    assert ns.models.build_model(model.name, **model.options).options == {"num_classes": 3}
+    with pytest.raises(ValueError, match="tiny_resnet: .*unexpected keyword argument 'depth'"):
+        ns.models.build_model("tiny_resnet", depth=8)
+
+
+def test_register_model_takes_a_name_and_refuses_a_taken_one(scratch_registry):
+    def factory(num_classes=10):
+        return ns.models.resnet20(num_classes)
+
+    assert ns.models.register_model(name="another_resnet20")(factory) is factory
+    assert ns.models.build_model("another_resnet20", num_classes=4).fc.out_features == 4
+    with pytest.raises(ValueError, match="'resnet20' is already registered .*another name"):
+        ns.models.register_model(name="resnet20")(factory)
+
+
+def test_unknown_model_names_list_the_registered_ones(scratch_registry):
+    with pytest.raises(ValueError, match=r"unknown model 'tiny'; choose one of se_resnet20, "
+                                         r"resnet20, .*, resnet152\."):
+        ns.models.build_model("tiny")
+
+
+def test_model_names_keep_their_order():
+    depths = [20, 32, 56, 110, 50, 101, 152]
+    expected = tuple(name for d in depths for name in (f"se_resnet{d}", f"resnet{d}"))
+    assert ns.models.MODEL_NAMES == expected == tuple(SPECS)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_every_spec_has_a_factory_that_defaults_as_the_spec_says(name):
+    spec = SPECS[name]
+    factory = getattr(ns.models, name)
+    defaults = {k: v.default for k, v in inspect.signature(factory).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+    assert registry.model_factory(name) is factory and factory.__name__ == name
+    assert defaults["num_classes"] == spec.num_classes
+    assert ("bias" in defaults) == spec.se == name.startswith("se_")
+    if spec.se:
+        assert defaults["bias"] is spec.se_bias and defaults["reduction"] == 16
+    depth = int(name.rsplit("resnet", 1)[1])
+    per_block = 2 if spec.block == "basic" else 3          # weighted layers in a block
+    assert depth == per_block * sum(spec.layers) + 2
+    assert len(factory.__doc__.splitlines()) > 2
+
+
+def test_a_spec_lookup_of_an_unknown_name_is_a_clear_error():
+    from npsenet.models.specs import spec_for
+    with pytest.raises(ValueError, match="no architecture spec for model 'resnet18'"):
+        spec_for("resnet18")
 
 
 # -- every SE option runs forward and backward ------------------------------------------
@@ -259,7 +327,7 @@ def test_se_block_gradients(rng):
 @pytest.mark.parametrize("stride, in_channels", [(2, 4), (1, 6)])
 def test_basic_block_gradients_in_train_mode(placement, stride, in_channels, rng, relu_margin):
     ns.manual_seed(1)
-    block = BasicBlock(in_channels, 6, stride, block_se(placement=placement)).to(dtype=np.float64)
+    block = BasicBlock(in_channels, 6, stride, se_layer(), placement).to(dtype=np.float64)
     assert (block.downsample is not None) == (stride == 2)
     x = kink_free_input(block, (2, in_channels, 5, 5), rng, relu_margin)
     errors = check_layer(block, x)
@@ -268,7 +336,7 @@ def test_basic_block_gradients_in_train_mode(placement, stride, in_channels, rng
 
 def test_basic_block_gradients_in_eval_mode(rng, relu_margin):
     ns.manual_seed(2)
-    block = BasicBlock(4, 6, 2, block_se(gate="tanh")).to(dtype=np.float64)
+    block = BasicBlock(4, 6, 2, se_layer(gate="tanh")).to(dtype=np.float64)
     block(rng.standard_normal((4, 4, 5, 5)))            # running statistics move off 0 and 1
     block.eval()
     errors = check_layer(block, kink_free_input(block, (2, 4, 5, 5), rng, relu_margin))
@@ -278,14 +346,93 @@ def test_basic_block_gradients_in_eval_mode(rng, relu_margin):
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_bottleneck_gradients(placement, rng, relu_margin):
     ns.manual_seed(4)
-    block = Bottleneck(8, 3, 2, block_se(placement=placement)).to(dtype=np.float64)
+    block = Bottleneck(8, 3, 2, se_layer(), placement).to(dtype=np.float64)
     errors = check_layer(block, kink_free_input(block, (2, 8, 6, 6), rng, relu_margin))
     assert max(errors.values()) < COMPOSITE_TOL, errors
 
 
+# -- grouped bottlenecks (torchvision's groups and base_width) --------------------------------
+def bottleneck_params(in_channels, planes, stride, groups, base_width):
+    """torchvision's Bottleneck parameter count (no SE): 1x1, grouped 3x3, 1x1, BNs, projection."""
+    width = int(planes * base_width / 64) * groups
+    out = 4 * planes
+    count = in_channels * width + 2 * width + width * (width // groups) * 9 + 2 * width
+    count += width * out + 2 * out
+    if stride != 1 or in_channels != out:
+        count += in_channels * out + 2 * out
+    return count
+
+
+@pytest.mark.parametrize("in_channels, planes, stride, groups, base_width", [
+    (16, 16, 2, 2, 16), (64, 64, 1, 1, 64), (256, 128, 2, 32, 4), (64, 16, 1, 4, 32),
+])
+def test_grouped_bottleneck_shapes_and_parameters(in_channels, planes, stride, groups,
+                                                  base_width, rng):
+    block = Bottleneck(in_channels, planes, stride, groups=groups, base_width=base_width)
+    width = int(planes * base_width / 64) * groups
+    assert block.conv1.weight.shape == (width, in_channels, 1, 1)
+    assert block.conv2.weight.shape == (width, width // groups, 3, 3)
+    assert block.conv2.groups == groups and block.conv2.stride == stride
+    assert block.conv3.weight.shape == (4 * planes, width, 1, 1)
+    assert count(block) == bottleneck_params(in_channels, planes, stride, groups, base_width)
+    y = block(rng.standard_normal((2, in_channels, 6, 6)).astype(np.float32))
+    assert y.shape == (2, 4 * planes, 6 // stride, 6 // stride)
+    assert block.backward(np.ones_like(y)).shape == (2, in_channels, 6, 6)
+
+
+def test_grouped_resnets_have_torchvisions_parameter_counts():
+    stages = dict(block=Bottleneck, layers=(3, 4, 6, 3), widths=(64, 128, 256, 512),
+                  num_classes=1000, imagenet_stem=True)
+    assert count(ResNet(**stages, groups=32, base_width=4)) == 25_028_904   # resnext50_32x4d
+    assert count(ResNet(**stages, base_width=128)) == 68_883_240            # wide_resnet50_2
+
+
+def test_default_groups_keep_the_bottleneck_and_its_keys():
+    ns.manual_seed(0)
+    default = Bottleneck(8, 4, 2).state_dict()
+    ns.manual_seed(0)
+    explicit = Bottleneck(8, 4, 2, groups=1, base_width=64).state_dict()
+    assert list(default) == list(explicit)
+    for key in default:
+        np.testing.assert_array_equal(default[key], explicit[key])
+
+
+@pytest.mark.parametrize("placement", [None, "standard", "pre"])
+def test_grouped_bottleneck_gradients(placement, rng, relu_margin):
+    ns.manual_seed(7)
+    layer = None if placement is None else se_layer()
+    block = Bottleneck(8, 4, 2, layer, placement or "standard", groups=2,
+                       base_width=32).to(dtype=np.float64)
+    assert block.conv2.groups == 2 and block.conv2.weight.shape == (4, 2, 3, 3)
+    errors = check_layer(block, kink_free_input(block, (2, 8, 6, 6), rng, relu_margin))
+    assert max(errors.values()) < COMPOSITE_TOL, errors
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: BasicBlock(4, 4, groups=2), "BasicBlock: groups and base_width must be 1 and 64"),
+    (lambda: Bottleneck(4, 4, groups=0), "Bottleneck: groups must be an integer >= 1, got 0"),
+    (lambda: Bottleneck(4, 1, base_width=8), "Bottleneck: the width .* at least 1"),
+    (lambda: Bottleneck(4, 4, se_layer=16), "se_layer must be None or a callable"),
+    (lambda: BasicBlock(4, 4, 1, se_layer(), "inside"), "BasicBlock: placement must be one of"),
+])
+def test_block_arguments_raise_clear_errors(make, words):
+    with pytest.raises(ValueError, match=words):
+        make()
+
+
+def test_the_older_se_dict_builds_the_same_block():
+    ns.manual_seed(8)
+    old = BasicBlock(4, 8, 2, se={"placement": "pre", "block": {"reduction": 2}})
+    ns.manual_seed(8)
+    new = BasicBlock(4, 8, 2, partial(ns.nn.SEBlock, reduction=2), "pre")
+    assert old.placement == new.placement == "pre" and old.se.channels == 4
+    for (key, a), (key_new, b) in zip(old.state_dict().items(), new.state_dict().items()):
+        assert key == key_new
+        np.testing.assert_array_equal(a, b)
+
 def test_no_squeeze_block_gradients(rng, relu_margin):
     ns.manual_seed(5)
-    block = BasicBlock(4, 4, 1, block_se(no_squeeze=True)).to(dtype=np.float64)
+    block = BasicBlock(4, 4, 1, se_layer(no_squeeze=True)).to(dtype=np.float64)
     errors = check_layer(block, kink_free_input(block, (2, 4, 4, 4), rng, relu_margin))
     assert max(errors.values()) < COMPOSITE_TOL, errors
 
@@ -307,7 +454,8 @@ class WithLoss(ns.nn.Module):
 
 @pytest.mark.parametrize("imagenet_stem, size, checked", [
     (False, 8, ["conv1.weight", "bn1.bias", "layer1.0.se.fc1.weight",
-                "layer2.0.downsample.0.weight", "layer3.0.bn2.weight", "layer3.0.se.fc2.weight", "fc.weight", "fc.bias"]),
+                "layer2.0.downsample.0.weight", "layer3.0.bn2.weight", "layer3.0.se.fc2.weight",
+                "fc.weight", "fc.bias"]),
     (True, 20, ["conv1.weight", "layer1.0.conv2.weight", "layer2.0.downsample.0.weight",
                 "layer3.0.se.fc2.weight", "fc.weight"]),
 ])
@@ -320,7 +468,7 @@ def test_small_network_gradients_end_to_end(imagenet_stem, size, checked, rng, r
     ns.manual_seed(6)
     block, widths = (Bottleneck, (2, 3, 4)) if imagenet_stem else (BasicBlock, (4, 6, 8))
     model = ResNet(block, (1, 1, 1), widths, num_classes=5, imagenet_stem=imagenet_stem,
-                   se=se_config(se_stages=[1, 3])).to(dtype=np.float64)
+                   se_layer=se_layer(), se_stages=[1, 3]).to(dtype=np.float64)
     loss_fn = ns.nn.SoftmaxCrossEntropy()
     labels = np.array([1, 4])
     net = WithLoss(model)

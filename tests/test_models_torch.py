@@ -14,7 +14,11 @@ from npsenet.backend import to_device, to_numpy
 torch = pytest.importorskip("torch")
 tnn = torch.nn
 
-from npsenet.torch_reference import build_torch_model, copy_weights  # noqa: E402
+from npsenet.models.resnet import resnet_from_spec  # noqa: E402
+from npsenet.models.se_options import se_config  # noqa: E402
+from npsenet.models.specs import ResNetSpec  # noqa: E402
+from npsenet.torch_reference import (build_torch_model, build_torch_resnet,  # noqa: E402
+                                     copy_weights)
 
 TOL = 1e-9
 
@@ -31,15 +35,15 @@ def rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
-def compare(model, x_shape, seed=0, device="cpu"):
+def compare(model, x_shape, seed=0, device="cpu", reference=None):
     """Train-mode step and eval forward of ``model`` (float64, on ``device``) and its
-    PyTorch twin (on the CPU)."""
+    PyTorch twin (on the CPU; by default the one its name and options describe)."""
     model = model.to(dtype=np.float64)
-    reference = copy_weights(model, torch_twin(model))
+    reference = copy_weights(model, reference.double() if reference else torch_twin(model))
     model.to(device=device)
     rng = np.random.default_rng(seed)
     x_host = rng.standard_normal(x_shape)
-    dlogits_host = rng.standard_normal((x_shape[0], model.options["num_classes"]))
+    dlogits_host = rng.standard_normal((x_shape[0], model.fc.out_features))
     x, dlogits = to_device(x_host, device), to_device(dlogits_host, device)
 
     # train mode: batch statistics, gradients, running statistics
@@ -97,6 +101,22 @@ def test_resnet20_matches_pytorch():
 def test_se_resnet50_matches_pytorch():
     ns.manual_seed(2)
     compare(ns.models.se_resnet50(num_classes=10), (2, 3, 48, 48))
+
+
+@pytest.mark.parametrize("se", [False, True])
+def test_grouped_bottleneck_network_matches_pytorch(se):
+    """Two stages of grouped bottlenecks (groups 2, base_width 32: 3x3 convolutions of
+    width planes), with and without SE, against the twin built from the same spec."""
+    spec = ResNetSpec("bottleneck", (2, 1), (4, 8), imagenet_stem=False, num_classes=5,
+                      se=se, se_bias=True, groups=2, base_width=32)
+    config = se_config("grouped", 2, 2, True, {"placement": "identity"}) if se else None
+    ns.manual_seed(4)
+    model = resnet_from_spec(spec, 5, config)
+    assert model.layer2[0].conv2.groups == 2 and model.layer2[0].conv2.in_channels == 8
+    reference = build_torch_resnet(spec, 5, config and {k: v for k, v in config.items()
+                                                       if k != "se_stages"})
+    assert reference.layer2[0].conv2.groups == 2
+    compare(model, (3, 3, 10, 10), reference=reference)
 
 
 def test_torch_state_dict_loads_as_it_is_and_back():

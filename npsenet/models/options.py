@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from .resnet import MODEL_NAMES, PLACEMENTS, build_model
+from .blocks import PLACEMENTS
+from .registry import build_model, model_names
 from ..nn.se import GATES, SQUEEZES
 
 DEFAULT_MODEL = "se_resnet20"
@@ -33,7 +34,7 @@ def parse_stages(text):
 def add_model_arguments(parser):
     """Add ``--model`` and the SE options. Unset SE options keep the model's defaults."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL, metavar="NAME",
+    group.add_argument("--model", choices=model_names(), default=DEFAULT_MODEL, metavar="NAME",
                        help=f"architecture (default: {DEFAULT_MODEL}): se_resnet20/32/56/110 "
                             "and resnet20/32/56/110 for CIFAR, se_resnet50/101/152 and "
                             "resnet50/101/152 for ImageNet")
