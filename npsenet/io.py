@@ -10,11 +10,14 @@ The file is a plain NumPy archive that loads with ``allow_pickle=False``:
   ``{"format": 1, "model": name, "options": {...}, "meta": {...}}``;
 * ``__extra__/<name>``: any extra arrays (optimizer state, for example).
 
-Files are written atomically: to a temporary file in the same folder, flushed to disk,
-then renamed over the target, so a crash never leaves a half-written checkpoint.
+Files are written atomically (:func:`atomic_write`): to a temporary file in the same
+folder, flushed to disk, then renamed over the target, so a crash never leaves a
+half-written checkpoint. The trainer writes its ``metrics.csv`` and ``curves.png`` the same
+way.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -58,22 +61,35 @@ def save_model(path, model, *, extra=None, meta=None):
     for key, value in (extra or {}).items():
         arrays[EXTRA_PREFIX + key] = to_numpy(value)
     arrays[HEADER_KEY] = np.array(header)
-    _write_atomically(os.fspath(path), arrays)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
-def _write_atomically(path, arrays):
-    """Write ``arrays`` to a temporary file beside ``path``, fsync it, rename it over
-    ``path`` and fsync the folder: a reader, a crash or a ``kill -9`` sees the old file or
-    the new one, never part of one. The file gets the usual permissions (0666 less the
-    umask). Temporary files that a killed writer left behind are removed after a
-    successful save (one writer per checkpoint path, as the trainer has)."""
+@contextlib.contextmanager
+def atomic_write(path):
+    """Replace the file ``path`` with what the ``with`` block writes, all or nothing.
+
+        with ns.io.atomic_write("run/notes.txt") as f:   # f: a file open for writing bytes
+            f.write("trained for 3 epochs".encode())
+
+    The block writes to a temporary file beside ``path``; when it ends, the file is flushed
+    to disk (fsync), renamed over ``path`` and the folder is fsynced. A reader, a crash or
+    a ``kill -9`` sees the old file or the new one, never part of one. If the block raises
+    (a full disk's ``OSError``, for instance) or the flush or the rename fails, the
+    temporary file is removed, ``path`` keeps its old content and the exception propagates.
+
+    The new file gets the usual permissions (0666 less the umask). Temporary files that a
+    killed writer left behind are removed after a successful write (one writer per path,
+    as the trainer has).
+    """
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     prefix = f".{os.path.basename(path)}."
     tmp = os.path.join(folder, f"{prefix}{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -81,6 +81,36 @@ def test_write_is_atomic_and_replaces_the_file(tmp_path, monkeypatch):
     assert ns.io.load_checkpoint(path).meta == {"epoch": 2}      # the old file is intact
 
 
+@pytest.mark.parametrize("fails", ["block", "fsync", "replace"])
+def test_atomic_write_that_fails_keeps_the_old_file(tmp_path, monkeypatch, fails):
+    path = tmp_path / "metrics.csv"
+    path.write_bytes(b"old content")
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    if fails != "block":  # the flush to disk or the rename fails
+        monkeypatch.setattr(os, fails, disk_full)
+    with pytest.raises(OSError, match="No space"):
+        with ns.io.atomic_write(path) as f:
+            f.write(b"new con")
+            if fails == "block":  # the writer fails half-way
+                disk_full()
+            f.write(b"tent")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["metrics.csv"]              # no temporary file left
+    assert path.read_bytes() == b"old content"
+
+
+def test_atomic_write_replaces_the_file(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_bytes(b"old content")
+    with ns.io.atomic_write(path) as f:
+        f.write(b"new content")
+    assert os.listdir(tmp_path) == ["metrics.csv"]
+    assert path.read_bytes() == b"new content"
+
+
 def test_checkpoint_permissions_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
