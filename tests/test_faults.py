@@ -72,7 +72,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
 def test_a_nan_test_loss_saves_nothing(tmp_path, monkeypatch):
     trainer = training.build_trainer(training.default_config(**dict(TINY, epochs=1)), tmp_path,
                                      progress=False)
-    monkeypatch.setattr(training, "evaluate", lambda *args: (float("nan"), 0.0))
+    monkeypatch.setattr(training.loop, "evaluate", lambda *args: (float("nan"), 0.0))
     with pytest.raises(training.TrainingDiverged, match="the test loss became nan at the end "
                                                         "of epoch 1"):
         trainer.fit()

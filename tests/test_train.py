@@ -224,10 +224,10 @@ def test_curves_and_progress_bars_are_optional(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
     monkeypatch.setitem(sys.modules, "tqdm", None)
-    monkeypatch.setattr(training, "_MATPLOTLIB_NOTED", [])
+    monkeypatch.setattr(training.report, "_MATPLOTLIB_NOTED", [])
     rows = [{c: 1.0 for c in training.METRIC_COLUMNS}]
     assert training.plot_curves(rows, tmp_path / "curves.png") is False
     assert training.plot_curves(rows, tmp_path / "curves.png") is False
     assert not (tmp_path / "curves.png").exists()
     assert capsys.readouterr().err.count("matplotlib is not installed") == 1
-    assert training._progress_bar(10, 0, "epoch 1/1", enabled=True) is None
+    assert training.report._progress_bar(10, 0, "epoch 1/1", enabled=True) is None
