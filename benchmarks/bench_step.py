@@ -8,8 +8,8 @@ Same as ``npsenet bench``; the method is described in ``npsenet/bench.py``.
 """
 import argparse
 
-from npsenet.bench import add_arguments, run_from_args
-from npsenet.commands import add_device_argument
+from npsenet.cli.args import add_device_argument
+from npsenet.cli.commands.bench import add_arguments, run_from_args
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,8 +1,11 @@
 """Time a training step (forward, loss, backward, SGD) or an eval forward pass, and
 compare it with the same step in PyTorch, run in the same process.
 
-    npsenet bench --model se_resnet20 --batch-size 128            # beside PyTorch if installed
-    python benchmarks/bench_step.py --mode eval --steps 20
+    result = run_benchmark(model="se_resnet20", batch_size=128)     # beside PyTorch if installed
+    print(format_result(result))
+
+``npsenet bench`` (``npsenet/cli/commands/bench.py``) and ``benchmarks/bench_step.py`` run
+the same from the command line.
 
 Method. Both frameworks get the same architecture (``npsenet.torch_reference``), the
 same weights and the same batch. Their steps are *interleaved* (npsenet, PyTorch,
@@ -237,32 +240,6 @@ def format_result(r):
                     f"{r['npsenet_peak_bytes'] / max(1, r['torch_peak_bytes']):.2f}x")
         lines.append(mem)
     return "\n".join(lines)
-
-
-def add_arguments(parser):
-    from .commands import non_negative_int, positive_int
-    parser.add_argument("--model", default="se_resnet20", help="model name (default se_resnet20)")
-    parser.add_argument("--batch-size", type=positive_int, default=128)
-    parser.add_argument("--image-size", type=positive_int, default=32)
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--mode", choices=["train", "eval"], default="train",
-                        help="train: forward + loss + backward + SGD; eval: forward only")
-    parser.add_argument("--steps", type=positive_int, default=10,
-                        help="timed steps (median reported)")
-    parser.add_argument("--warmup", type=non_negative_int, default=2)
-    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def run_from_args(args):
-    result = run_benchmark(model=args.model, batch_size=args.batch_size,
-                           image_size=args.image_size, dtype=args.dtype, device=args.device,
-                           mode=args.mode, steps=args.steps, warmup=args.warmup,
-                           compare_torch=False if args.no_torch else None,
-                           memory=not args.no_memory)
-    print(json.dumps(result, indent=2) if args.json else format_result(result))
-    return result
 
 
 if __name__ == "__main__":  # the memory probe's subprocess (see measure_peak_memory)

@@ -551,12 +551,12 @@ def test_forward_backward_and_gates_on_each_device(device, rng):
 def model_parser():
     import argparse
 
-    from npsenet.models.options import add_model_arguments
+    from npsenet.cli.args import add_model_arguments
     return add_model_arguments(argparse.ArgumentParser(prog="test"))
 
 
 def test_model_arguments_build_the_model_they_describe():
-    from npsenet.models.options import model_from_args
+    from npsenet.cli.args import model_from_args
     args = model_parser().parse_args(["--model", "se_resnet32", "--reduction", "8", "--squeeze",
                                       "max", "--gate", "tanh", "--se-bias", "--placement", "pre",
                                       "--se-stages", "3,1", "--no-squeeze"])
@@ -568,7 +568,7 @@ def test_model_arguments_build_the_model_they_describe():
 
 
 def test_model_arguments_defaults_are_the_models():
-    from npsenet.models.options import model_from_args
+    from npsenet.cli.args import model_from_args
     parser = model_parser()
     assert model_from_args(parser.parse_args([]), 10).options == ns.models.se_resnet20().options
     args = parser.parse_args(["--model", "se_resnet50"])
@@ -577,7 +577,7 @@ def test_model_arguments_defaults_are_the_models():
 
 
 def test_model_arguments_errors(capsys):
-    from npsenet.models.options import model_from_args
+    from npsenet.cli.args import model_from_args
     parser = model_parser()
     with pytest.raises(ValueError, match="--placement.*only to SE models.*se_resnet20"):
         model_from_args(parser.parse_args(["--model", "resnet20", "--placement", "pre"]), 10)

@@ -10,23 +10,12 @@ or a diverged run (NaN/Inf loss; the last good checkpoint is kept).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from . import non_negative_float, non_negative_int, positive_int
-
-
-def add_data_arguments(group, datasets, dataset_default):
-    """--dataset, --data-dir and --download/--no-download (shared with ``npsenet eval``)."""
-    group.add_argument("--dataset", choices=datasets, default=dataset_default,
-                       help="cifar10, cifar100, or synthetic (generated, offline)")
-    group.add_argument("--data-dir", default=None, metavar="DIR",
-                       help="the folder that holds cifar-10-batches-py/ or cifar-100-python/ "
-                            "(default: the cache folder, $NPSENET_DATA or ~/.cache/npsenet)")
-    group.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
-                       help="download CIFAR when it is missing from the data folder "
-                            "(default: yes; --no-download to fail instead)")
+from ..args import (DEFAULT_MODEL, SE_ARGUMENTS, add_data_arguments, add_device_argument,
+                    add_model_arguments, model_from_args, model_options_from_args,
+                    non_negative_float, non_negative_int, positive_int)
 
 
 # the settings a resumed run keeps from its checkpoint: (argparse dest, config key)
@@ -38,9 +27,7 @@ TRAINING_FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_siz
 
 
 def add_parser(sub):
-    from ..models.options import add_model_arguments
-    from ..train import DATASETS, SCHEDULES, default_config
-    from . import add_device_argument
+    from ...train import DATASETS, SCHEDULES, default_config
 
     d = default_config()
     p = sub.add_parser(
@@ -90,11 +77,9 @@ def add_parser(sub):
 
 
 def run(args):
-    from .. import train as training
+    from ... import train as training
 
     if args.resume:
-        from ..models.options import SE_ARGUMENTS, model_options_from_args
-
         given = [f"--{dest.replace('_', '-')}" for dest in TRAINING_FLAGS
                  if getattr(args, dest) is not None]
         given += [SE_ARGUMENTS["se_bias" if key == "bias" else key]
@@ -128,8 +113,6 @@ def run(args):
 
 
 def _new_run(args, training):
-    from ..models.options import DEFAULT_MODEL, model_from_args, model_options_from_args
-
     args.model = args.model or DEFAULT_MODEL
     dataset = args.dataset or "cifar10"
     model_from_args(args, num_classes=10)  # checks the SE options against --model

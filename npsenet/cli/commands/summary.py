@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_device_argument, positive_int
-from ..models.options import add_model_arguments, model_from_args
+from ..args import add_device_argument, add_model_arguments, model_from_args, positive_int
 
 CIFAR_INPUT, IMAGENET_INPUT = 32, 224
 
@@ -39,16 +38,13 @@ def add_parser(sub):
     p.set_defaults(func=run)
 
 
-def _is_imagenet(name):
-    return name.endswith(("50", "101", "152"))
-
-
 def run(args):
-    from ..summary import summary
+    from ...models.specs import spec_for
+    from ...summary import summary
 
-    imagenet = _is_imagenet(args.model)
-    size = args.input_size or (IMAGENET_INPUT if imagenet else CIFAR_INPUT)
-    num_classes = args.num_classes or (1000 if imagenet else 10)
+    spec = spec_for(args.model)
+    size = args.input_size or (IMAGENET_INPUT if spec.imagenet_stem else CIFAR_INPUT)
+    num_classes = args.num_classes or spec.num_classes
     shape = (args.batch_size, 3, size, size)
     if not args.compare:
         model = model_from_args(args, num_classes).to(device=args.device)

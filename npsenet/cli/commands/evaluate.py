@@ -6,13 +6,11 @@
 """
 from __future__ import annotations
 
-from . import positive_int
-from .train import add_data_arguments
+from ..args import add_data_arguments, add_device_argument, positive_int
 
 
 def add_parser(sub):
-    from ..train import DATASETS
-    from . import add_device_argument
+    from ...train import DATASETS
 
     p = sub.add_parser(
         "eval", help="test accuracy of a checkpoint",
@@ -31,7 +29,7 @@ def add_parser(sub):
 
 
 def run(args):
-    from ..train import evaluate_checkpoint
+    from ...train import evaluate_checkpoint
 
     loss, accuracy, count = evaluate_checkpoint(
         args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,

@@ -1,5 +1,6 @@
-"""Command-line options that choose a model and its SE ablation, shared by the commands
-that build models (``npsenet train``, ``npsenet summary``).
+"""Argparse helpers shared by the sub-commands: ``--device``, number types that turn a
+bad value into a one-line usage error, the data options, and the options that choose a
+model and its SE ablation.
 
     npsenet train --model se_resnet20 --reduction 8 --placement pre --se-stages 1,2
 """
@@ -7,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from .blocks import PLACEMENTS
-from .registry import build_model, model_names
-from ..nn.se import GATES, SQUEEZES
+from ..models import PLACEMENTS, build_model, model_names
+from ..models.se_options import GATE_KINDS, SQUEEZE_KINDS
 
 DEFAULT_MODEL = "se_resnet20"
 
@@ -19,6 +19,55 @@ SE_ARGUMENTS = {"reduction": "--reduction", "squeeze": "--squeeze", "gate": "--g
                 "se_stages": "--se-stages", "no_squeeze": "--no-squeeze"}
 
 
+# -- devices and numbers -------------------------------------------------------------------
+def add_device_argument(parser):
+    """``--device cpu|gpu``, shared by every command that computes."""
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                        help="cpu (NumPy) or gpu (CuPy; needs the gpu extra). Default: cpu.")
+
+
+def _integer_at_least(minimum, expected):
+    """An argparse type: an integer >= ``minimum``, or a usage error naming ``expected``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = _integer_at_least(1, "a positive integer")
+non_negative_int = _integer_at_least(0, "an integer >= 0")
+
+
+def non_negative_float(text):
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+# -- data ----------------------------------------------------------------------------------
+def add_data_arguments(group, datasets, dataset_default):
+    """--dataset, --data-dir and --download/--no-download (``npsenet train`` and ``eval``)."""
+    group.add_argument("--dataset", choices=datasets, default=dataset_default,
+                       help="cifar10, cifar100, or synthetic (generated, offline)")
+    group.add_argument("--data-dir", default=None, metavar="DIR",
+                       help="the folder that holds cifar-10-batches-py/ or cifar-100-python/ "
+                            "(default: the cache folder, $NPSENET_DATA or ~/.cache/npsenet)")
+    group.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
+                       help="download CIFAR when it is missing from the data folder "
+                            "(default: yes; --no-download to fail instead)")
+
+
+# -- the model and its SE options ----------------------------------------------------------
 def parse_stages(text):
     """``"1,2"`` -> ``[1, 2]`` (the stages, from 1, that carry SE blocks)."""
     try:
@@ -40,9 +89,9 @@ def add_model_arguments(parser):
                             "resnet50/101/152 for ImageNet")
     group.add_argument("--reduction", type=int, default=None,
                        help="SE reduction ratio r; hidden width max(1, C // r) (default 16)")
-    group.add_argument("--squeeze", choices=sorted(SQUEEZES), default=None,
+    group.add_argument("--squeeze", choices=SQUEEZE_KINDS, default=None,
                        help="SE squeeze: global average (default) or max pooling")
-    group.add_argument("--gate", choices=sorted(GATES), default=None,
+    group.add_argument("--gate", choices=GATE_KINDS, default=None,
                        help="SE gate nonlinearity (default sigmoid)")
     group.add_argument("--se-bias", action="store_true", default=None,
                        help="biases in the SE's fc1 and fc2 (default: off for CIFAR models, "

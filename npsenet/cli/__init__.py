@@ -1,5 +1,11 @@
-"""The ``npsenet`` command. Each sub-command lives in ``npsenet/commands/<name>.py`` and
-defines ``add_parser(subparsers)``, which registers its arguments and sets ``func``."""
+"""The ``npsenet`` command. Each sub-command lives in ``npsenet/cli/commands/<name>.py``
+and defines ``add_parser(subparsers)``, which registers its arguments and sets ``func``;
+the argparse helpers they share are in :mod:`npsenet.cli.args`.
+
+Only this package parses command lines: the library modules it calls (``npsenet.train``,
+``npsenet.bench``, ``npsenet.summary``, ...) take plain keyword arguments and never import
+it.
+"""
 from __future__ import annotations
 
 import argparse
@@ -32,7 +38,3 @@ def main(argv=None):
         # errors meant for the user: one clear line, no traceback
         print(f"npsenet {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ def add_parser(sub):
 
 
 def run(args):
-    from ..gradcheck import gradcheck_all
+    from ...gradcheck import gradcheck_all
 
     rows = gradcheck_all()
     width = max(len(r[0]) for r in rows)

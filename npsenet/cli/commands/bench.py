@@ -1,0 +1,55 @@
+"""``npsenet bench``: time a training step beside PyTorch (see :mod:`npsenet.bench`).
+
+    npsenet bench --model se_resnet20 --batch-size 128            # beside PyTorch if installed
+    npsenet bench --mode eval --steps 20 --json
+"""
+from __future__ import annotations
+
+import json
+
+from ..args import add_device_argument, non_negative_int, positive_int
+
+
+def add_parser(sub):
+    p = sub.add_parser("bench", help="time a training step (beside PyTorch when installed)",
+                       description="Median time of a training step (forward, loss, backward, "
+                                   "SGD) or an eval forward pass, its throughput and peak "
+                                   "memory; with PyTorch installed, the same step in PyTorch "
+                                   "interleaved in the same process, and the ratio.")
+    add_device_argument(p)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(parser):
+    """The benchmark's settings (all but ``--device``): the arguments of
+    :func:`npsenet.bench.run_benchmark`, and ``--json``."""
+    parser.add_argument("--model", default="se_resnet20", help="model name (default se_resnet20)")
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--image-size", type=positive_int, default=32)
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--mode", choices=["train", "eval"], default="train",
+                        help="train: forward + loss + backward + SGD; eval: forward only")
+    parser.add_argument("--steps", type=positive_int, default=10,
+                        help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=non_negative_int, default=2)
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run_from_args(args):
+    """Run the benchmark that ``args`` describe and print it; returns the result dict."""
+    from ...bench import format_result, run_benchmark
+
+    result = run_benchmark(model=args.model, batch_size=args.batch_size,
+                           image_size=args.image_size, dtype=args.dtype, device=args.device,
+                           mode=args.mode, steps=args.steps, warmup=args.warmup,
+                           compare_torch=False if args.no_torch else None,
+                           memory=not args.no_memory)
+    print(json.dumps(result, indent=2) if args.json else format_result(result))
+    return result
+
+
+def run(args):
+    run_from_args(args)
