@@ -1,5 +1,7 @@
 """Shared fixtures: the backend parametrisation (every layer test runs on NumPy and, where
-CuPy sees a GPU, on CuPy), and the real CIFAR-10 subset when it is present."""
+CuPy sees a GPU, on CuPy), the two code paths (every layer and model test module runs on
+the fast and the plain path: ``pytestmark = pytest.mark.usefixtures("code_path")``), and
+the real CIFAR-10 subset when it is present."""
 from __future__ import annotations
 
 import os
@@ -8,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import npsenet as ns
 from npsenet import backend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,6 +25,13 @@ DEVICES = ["cpu", pytest.param("gpu", marks=pytest.mark.skipif(
 def device(request):
     """'cpu' or 'gpu': run the test once per available backend."""
     return request.param
+
+
+@pytest.fixture(params=["fast", "plain"])
+def code_path(request):
+    """'fast' or 'plain': the test runs once on each code path (docs/contract.md#api)."""
+    with ns.nn.fast(request.param == "fast"):
+        yield request.param
 
 
 @pytest.fixture

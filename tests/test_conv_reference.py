@@ -5,10 +5,12 @@ import pytest
 
 import npsenet as ns
 from npsenet.backend import to_device, to_numpy
-from npsenet.nn.conv import col2im, conv_output_size, im2col
+from npsenet.nn.functional.conv import col2im, conv_output_size, im2col
 
 import reference
 from helpers import normwise_error
+
+pytestmark = pytest.mark.usefixtures("code_path")   # on the fast and the plain path
 
 RTOL = 1e-12
 

@@ -7,6 +7,8 @@ import npsenet as ns
 from npsenet.backend import to_device
 from npsenet.gradcheck import _layer_cases, check_layer, numerical_gradient, relative_error
 
+pytestmark = pytest.mark.usefixtures("code_path")   # on the fast and the plain path
+
 CASES = _layer_cases()
 
 

@@ -9,10 +9,12 @@ import torch.nn.functional as F  # noqa: E402
 
 import npsenet as ns  # noqa: E402
 from npsenet.backend import to_device, to_numpy  # noqa: E402
-from npsenet.nn.conv import conv_output_size  # noqa: E402
+from npsenet.nn.functional.conv import conv_output_size  # noqa: E402
 
 import reference  # noqa: E402
 from helpers import normwise_error  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("code_path")   # on the fast and the plain path
 
 TOL = 1e-9
 

@@ -1,11 +1,28 @@
-"""What layers keep in memory: caches released by backward, ns.no_grad(), the scratch buffers."""
+"""What layers keep in memory: caches released by backward and ns.no_grad() (on both
+paths), and the fast path's reused buffers."""
 import numpy as np
 import pytest
 
 import npsenet as ns
-from npsenet.nn.conv import channels_last, workspace
+from npsenet.nn.fast.layout import channels_last
+from npsenet.nn.fast.workspace import workspace
 
 import reference
+
+both_paths = pytest.mark.usefixtures("code_path")
+
+
+def _kept_grid(conv):
+    """The (StripGrid, flat grid) a fast stride-1 convolution kept instead of x, and x."""
+    _, (_, saved, _), _, _ = conv.cache
+    x_shape, x_kept, grid = saved[:3]
+    return x_shape, x_kept, grid
+
+
+def _kept(layer):
+    """What a fast BatchNorm2d (x - mu) or ReLU (its mask) kept for backward."""
+    cache = layer.cache[1]
+    return cache[0] if isinstance(cache, tuple) else cache
 
 
 def _model_and_batch():
@@ -19,6 +36,7 @@ def _cached(model):
     return [name for name, m in model.named_modules() if m.__dict__.get("cache") is not None]
 
 
+@both_paths
 def test_backward_releases_every_cache():
     model, x = _model_and_batch()
     logits = model(x)
@@ -29,6 +47,7 @@ def test_backward_releases_every_cache():
         model.backward(np.ones_like(logits))
 
 
+@both_paths
 def test_no_grad_keeps_nothing_and_restores_itself():
     model, x = _model_and_batch()
     expected = model.eval()(x)
@@ -58,19 +77,19 @@ def test_cleared_scratch_buffers_are_made_again():
 
 def test_scratch_buffers_kept_per_shape_are_bounded():
     conv = ns.nn.Conv2d(2, 3, 3, padding=1)
-    limit_before = workspace.max_zeroed
+    limit_before = workspace.max_kept
     workspace.clear()
-    workspace.max_zeroed = 4
+    workspace.max_kept = 4
     try:
         for n in range(1, 12):                      # eleven batch sizes, eleven shapes
             y = conv(np.ones((n, 2, 5, 5), dtype=np.float32))
             conv.backward(np.ones_like(y))
-            assert len(workspace._zeroed) <= 4 and len(workspace._lendable) <= 4
+            assert len(workspace._zeroed) <= 4 and len(workspace._returned) <= 4
         expected = conv(np.ones((1, 2, 5, 5), dtype=np.float32))    # an evicted shape again
         workspace.clear()
         np.testing.assert_array_equal(conv(np.ones((1, 2, 5, 5), dtype=np.float32)), expected)
     finally:
-        workspace.max_zeroed = limit_before
+        workspace.max_kept = limit_before
         workspace.clear()
 
 
@@ -84,23 +103,24 @@ def test_conv_keeps_its_input_grid_and_gives_it_back():
     dy = rng.standard_normal((2, 3, 5, 5))
     workspace.clear()
     conv(x1)
-    x_shape, _, x_kept, (grid, lent) = conv.cache
+    x_shape, x_kept, (grid, lent) = _kept_grid(conv)
     assert x_shape == x1.shape and x_kept is None and workspace.nbytes() < lent.nbytes
     conv.backward(dy)
     assert workspace.nbytes() >= lent.nbytes                       # given back
     conv.zero_grad()
     conv(x2)
-    assert conv.cache[3][1] is lent                                # and lent again
+    assert _kept_grid(conv)[2][1] is lent                                # and lent again
     dx = conv.backward(dy)
     expected_dx, expected_dw, _ = reference.conv2d_backward(x2, conv.weight.data, dy, 1, 1, 1)
     np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(conv.weight.grad, expected_dw, rtol=1e-12, atol=1e-12)
     with ns.no_grad():
         conv(x1)
-    returned = [buf for bufs in workspace._lendable.values() for buf in bufs]
+    returned = [buf for bufs in workspace._returned.values() for buf in bufs]
     assert any(buf is lent for buf in returned)                    # not taken under no_grad
 
 
+@both_paths
 def test_convs_of_one_shape_keep_separate_grids():
     """Two convolutions of the same input shape, both forwards before both backwards (as
     in a network): each backward reads its own input, not the other's."""
@@ -117,10 +137,11 @@ def test_convs_of_one_shape_keep_separate_grids():
         np.testing.assert_allclose(conv.weight.grad, expected_dw, rtol=1e-12, atol=1e-12)
 
 
+@both_paths
 def test_relu_keeps_a_mask_not_its_output():
     relu = ns.nn.ReLU()
     y = relu(np.array([[-1.0, 0.0, 2.0]], dtype=np.float32))
-    mask, _ = relu.cache
+    mask = relu.cache[1]
     assert mask.dtype == bool and mask.tolist() == [[False, False, True]]
     np.testing.assert_array_equal(relu.backward(np.full_like(y, 3.0)), [[0.0, 0.0, 3.0]])
 
@@ -137,23 +158,24 @@ def test_layers_reuse_the_arrays_they_keep_for_backward(make):
     layer = make().to(dtype=np.float64)
     workspace.clear()
     layer(x1)
-    kept = layer.cache[0]
+    kept = _kept(layer)
     layer.backward(dy)
     y2 = layer(x2)
-    assert np.shares_memory(layer.cache[0], kept)                 # given back, lent again
+    assert np.shares_memory(_kept(layer), kept)                 # given back, lent again
     dx2 = layer.backward(dy)
     fresh = make().to(dtype=np.float64)
     np.testing.assert_array_equal(y2, fresh(x2))
     np.testing.assert_array_equal(dx2, fresh.backward(dy))
     with ns.no_grad():
         layer(x1)
-    assert any(np.shares_memory(buf, kept) for bufs in workspace._lendable.values()
+    assert any(np.shares_memory(buf, kept) for bufs in workspace._returned.values()
                for buf in bufs)                                   # still in the workspace
 
 
 @pytest.mark.parametrize("make", [lambda: ns.nn.ReLU(), lambda: ns.nn.BatchNorm2d(2),
                                   lambda: ns.nn.Conv2d(2, 2, 3, padding=1)],
                          ids=["ReLU", "BatchNorm2d", "Conv2d"])
+@both_paths
 def test_a_forward_under_no_grad_drops_what_an_earlier_forward_kept(make):
     """A backward after a no_grad forward raises, even when an earlier forward with
     gradients kept something: its cache belongs to another input."""

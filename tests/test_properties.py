@@ -11,6 +11,8 @@ import npsenet as ns
 
 import reference
 
+pytestmark = pytest.mark.usefixtures("code_path")   # on the fast and the plain path
+
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
@@ -293,9 +295,9 @@ def test_inplace_relu_overwrites_its_input_and_matches_the_plain_one(shape, seed
 @given(n=st.integers(1, 3), c=st.integers(1, 5), h=st.integers(1, 7), w=st.integers(1, 7),
        big=st.booleans(), channels_last=st.booleans(), seed=st.integers(0, 2**16))
 def test_channel_helpers_match_the_plain_expressions(n, c, h, w, big, channels_last, seed):
-    """per_channel and the per-channel sums of nn/_channels.py against plain NumPy, for
-    channels-last and other layouts, and for images past the whole-image repeat limit."""
-    from npsenet.nn import _channels
+    """per_channel and the per-channel sums of the fast path's layout.py against plain
+    NumPy, for channels-last and other layouts, and past the whole-image repeat limit."""
+    from npsenet.nn.fast import layout as _channels
     rng = np.random.default_rng(seed)
     if big:
         h = _channels._WHOLE_IMAGE_MAX // (w * c) + 1          # one number too many
@@ -317,17 +319,17 @@ def test_channel_helpers_match_the_plain_expressions(n, c, h, w, big, channels_l
 @given(n=st.integers(1, 3), c=st.integers(1, 5), h=st.integers(1, 6), w=st.integers(1, 6),
        seed=st.integers(0, 2**16))
 @pytest.mark.parametrize("squeeze", ["GlobalAvgPool2d", "GlobalMaxPool2d"])
-def test_squeeze_backward_adds_onto_an_array_in_place(squeeze, n, c, h, w, seed):
-    """The squeezes' backward(dz, add_to=g) is g + backward(dz), written into g (the SE
-    block sums its two gradient paths this way)."""
-    from npsenet.nn.conv import channels_last
+def test_squeeze_gradient_adds_onto_a_channels_last_array(squeeze, n, c, h, w, seed):
+    """g += squeeze.backward(dz) (how the SE block sums its two gradient paths) gives
+    g + dz broadcast, on both paths, for a channels-last g (the fast path's layout)."""
+    from npsenet.nn.fast.layout import channels_last
     rng = np.random.default_rng(seed)
     u = channels_last(rng.standard_normal((n, c, h, w)))
     dz, g = rng.standard_normal((n, c)), channels_last(rng.standard_normal((n, c, h, w)))
     pool = getattr(ns.nn, squeeze)()
+    with ns.nn.fast(False):
+        pool(u)
+        expected = g + pool.backward(dz)
     pool(u)
-    expected = g + pool.backward(dz)
-    pool(u)
-    result = pool.backward(dz, add_to=g)
-    assert result is g
-    close(result, expected, rtol=1e-14)
+    g += pool.backward(dz)
+    close(g, expected, rtol=1e-14)

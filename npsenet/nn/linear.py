@@ -1,8 +1,5 @@
-"""Fully connected layer, the W1 and W2 of the excitation (``notebooks/04_excitation.ipynb``).
-
-    y = x W^T + b                 x: (N, in), W: (out, in), b: (out,)
-    dL/dx = dy W,   dL/dW = dy^T x,   dL/db = sum_n dy[n]
-"""
+"""``Linear``: y = x W^T + b, the W1 and W2 of the excitation. The pair it calls is
+``functional/linear.py`` (``notebooks/04_excitation.ipynb``)."""
 from __future__ import annotations
 
 import math
@@ -10,6 +7,7 @@ import math
 from .. import init
 from ._checks import check_dout, check_input, positive_int
 from .module import Module, Parameter
+from .switch import active_path
 
 
 class Linear(Module):
@@ -36,17 +34,18 @@ class Linear(Module):
     def forward(self, x):
         check_input(x, f"Linear({self.extra_repr()})", 2, "(N, in_features)",
                     self.in_features, dtype=self.weight.dtype)
-        y = x @ self.weight.data.T
-        if self.bias is not None:
-            y += self.bias.data
-        self.cache = x
+        path = active_path()
+        bias = None if self.bias is None else self.bias.data
+        y, cache = path.linear_forward(x, self.weight.data, bias)
+        self.cache = (path, cache, x.shape[0], x.dtype)
         return y
 
     def backward(self, dout):
-        x = self.saved_cache()
-        check_dout(dout, (x.shape[0], self.out_features), "Linear", x.dtype)
+        path, cache, n, dtype = self.saved_cache()
+        check_dout(dout, (n, self.out_features), "Linear", dtype)
         self.release_cache()
-        self.weight.accumulate_grad(dout.T @ x)
+        dx, dw, db = path.linear_backward(dout, cache)
+        self.weight.accumulate_grad(dw)
         if self.bias is not None:
-            self.bias.accumulate_grad(dout.sum(axis=0))
-        return dout @ self.weight.data
+            self.bias.accumulate_grad(db)
+        return dx

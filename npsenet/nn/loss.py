@@ -1,27 +1,15 @@
-"""Softmax cross-entropy with optional label smoothing, as PyTorch's
-``F.cross_entropy(logits, labels, label_smoothing=eps)`` with mean reduction.
+"""``SoftmaxCrossEntropy``: mean softmax cross-entropy with optional label smoothing, as
+PyTorch's ``F.cross_entropy(logits, labels, label_smoothing=eps)``. The pair it calls and
+the derivative are in ``functional/loss.py``:
 
-With p = softmax(logits) over K classes and the smoothed target
-q = (1 - eps) * onehot(label) + eps / K:
-
-    L = -1/N sum_n sum_k q[n, k] * log p[n, k]
-    dL/dlogits = (p - q) / N
-
-(The derivative is the same for any target q that sums to one, which is why softmax
-and cross-entropy are always differentiated together.)
+    L = -1/N sum_n sum_k q[n, k] * log p[n, k]        dL/dlogits = (p - q) / N
 """
 from __future__ import annotations
 
-from ..backend import get_array_module
 from ._checks import check_input, dtype_kind
+from .functional.loss import log_softmax  # noqa: F401  (ns.nn.loss.log_softmax)
 from .module import Module
-
-
-def log_softmax(logits):
-    """log p = z - max z - log sum exp(z - max z), stable for large logits."""
-    xp = get_array_module(logits)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+from .switch import active_path
 
 
 class SoftmaxCrossEntropy(Module):
@@ -45,7 +33,6 @@ class SoftmaxCrossEntropy(Module):
 
     def forward(self, logits, labels):
         check_input(logits, "SoftmaxCrossEntropy", 2, "(N, num_classes) of logits")
-        xp = get_array_module(logits)
         n, k = logits.shape
         if dtype_kind(labels) not in ("i", "u"):
             raise ValueError("SoftmaxCrossEntropy: expected integer class labels (an int64 "
@@ -58,16 +45,12 @@ class SoftmaxCrossEntropy(Module):
         if lo < 0 or hi >= k:
             raise ValueError(f"SoftmaxCrossEntropy: labels must be in [0, {k - 1}] for {k} "
                              f"classes, got values from {lo} to {hi}.")
-        log_p = log_softmax(logits)
-        eps = self.label_smoothing
-        target = xp.full((n, k), eps / k, dtype=logits.dtype)
-        target[xp.arange(n), labels] += 1.0 - eps
-        loss = -(target * log_p).sum() / n
-        self.cache = (xp.exp(log_p), target)
+        path = active_path()
+        loss, cache = path.softmax_cross_entropy_forward(logits, labels, self.label_smoothing)
+        self.cache = (path, cache)
         return loss
 
     def backward(self, dloss=1.0):
-        p, target = self.saved_cache()
+        path, cache = self.saved_cache()
         self.release_cache()
-        # cast back: a NumPy float64 dloss must not promote float32 gradients
-        return ((p - target) * (dloss / p.shape[0])).astype(p.dtype, copy=False)
+        return path.softmax_cross_entropy_backward(dloss, cache)

@@ -1,5 +1,7 @@
 """The Squeeze-and-Excitation block (Hu et al., CVPR 2018, Sec. 3), in the paper's notation.
-Derived in ``notebooks/03_squeeze.ipynb`` to ``notebooks/05_scale_and_se_block.ipynb``.
+Derived in ``notebooks/03_squeeze.ipynb`` to ``notebooks/05_scale_and_se_block.ipynb``;
+the layers are thin, and the pairs they call are in ``functional/`` (``pool.py``,
+``linear.py``, ``activation.py`` and ``se.py``).
 
 Given the feature map U = [u_1, ..., u_C] of shape (N, C, H, W):
 
@@ -17,27 +19,16 @@ the gate s that was computed from U, so its gradient is the sum of both:
 """
 from __future__ import annotations
 
-from ..backend import get_array_module
 from ._checks import check_dout, check_input, positive_int
-from ._channels import per_channel, sum_of_products_over_space
 from .activation import ReLU, Sigmoid, Tanh
 from .conv import Conv2d
 from .linear import Linear
 from .module import Module
 from .pooling import GlobalAvgPool2d, GlobalMaxPool2d
+from .switch import active_path
 
 SQUEEZES = {"avg": GlobalAvgPool2d, "max": GlobalMaxPool2d}
 GATES = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU}
-
-
-def scale_channels(u, s):
-    """u * s[:, :, None, None] for u (N, C, H, W) and s (N, C), in u's memory layout.
-
-    Writing into ``empty_like(u)`` keeps u's channels-last layout (see conv.py), which
-    the plain expression might not; ``per_channel`` lines s up with u's memory.
-    """
-    xp = get_array_module(u)
-    return xp.multiply(u, per_channel(s, u), out=xp.empty_like(u))
 
 
 class ChannelScale(Module):
@@ -58,16 +49,16 @@ class ChannelScale(Module):
         if s.shape != u.shape[:2]:
             raise ValueError(f"ChannelScale: expected scales s of shape {tuple(u.shape[:2])} "
                              f"(one per sample and channel of u), got {tuple(s.shape)}.")
-        self.cache = (u, s)
-        return scale_channels(u, s)
+        path = active_path()
+        y, cache = path.channel_scale_forward(u, s)
+        self.cache = (path, cache, u.shape, u.dtype)
+        return y
 
     def backward(self, dout):
-        u, s = self.saved_cache()
-        check_dout(dout, u.shape, "ChannelScale", u.dtype)
+        path, cache, shape, dtype = self.saved_cache()
+        check_dout(dout, shape, "ChannelScale", dtype)
         self.release_cache()
-        du = scale_channels(dout, s)
-        ds = sum_of_products_over_space(dout, u)
-        return du, ds
+        return path.channel_scale_backward(dout, cache)
 
 
 class SEBlock(Module):
@@ -109,6 +100,7 @@ class SEBlock(Module):
             self.squeeze = SQUEEZES[squeeze]()
             self.fc1 = Linear(self.channels, self.hidden, bias=bias)
             self.fc2 = Linear(self.hidden, self.channels, bias=bias)
+            self.scale = ChannelScale()
         self.relu = ReLU()
         self.gate = GATES[gate]()
         self.gate_values = None
@@ -133,7 +125,7 @@ class SEBlock(Module):
         else:
             z = self.squeeze(u)                                   # (N, C)
             s = self.gate(self.fc2(self.relu(self.fc1(z))))       # (N, C)
-            out = scale_channels(u, s)
+            out = self.scale(u, s)
         self.cache = (u, s)
         self.gate_values = s
         return out
@@ -143,12 +135,9 @@ class SEBlock(Module):
         check_dout(dout, u.shape, "SEBlock", u.dtype)
         self.release_cache()
         if self.no_squeeze:
-            du_direct = dout * s
-            ds = dout * u
+            du, ds = dout * s, dout * u
         else:
-            du_direct = scale_channels(dout, s)                   # path 1: through the scale
-            ds = sum_of_products_over_space(dout, u)             # (N, C)
+            du, ds = self.scale.backward(dout)                    # path 1: through the scale
         dz = self.fc1.backward(self.relu.backward(self.fc2.backward(self.gate.backward(ds))))
-        if self.no_squeeze:
-            return du_direct + dz
-        return self.squeeze.backward(dz, add_to=du_direct)        # path 2, added in place
+        du += dz if self.no_squeeze else self.squeeze.backward(dz)    # path 2: through s
+        return du                 # (in place: du is a new array of the scale's backward)

@@ -1,7 +1,12 @@
-"""Per-channel sums and per-channel broadcasts, fast for channels-last activations.
+"""The channels-last layout, and per-channel sums and broadcasts that are fast in it.
 
-Activations are laid out channels-last (see conv.py): memory runs over (N, H, W, C).
-NumPy then handles a per-channel operation badly in its plain form:
+On the fast path, activations keep the (N, C, H, W) shape of the API, but their memory is
+laid out as (N, H, W, C), the layout PyTorch calls ``channels_last``: a convolution returns
+the transposed *view* ``y_nhwc.transpose(0, 3, 1, 2)``, element-wise layers keep the
+layout, and the next convolution's ``x.transpose(0, 2, 3, 1)`` is free. In this layout the
+k pixels of one kernel row are k*C consecutive numbers (see ``conv_strips.py``).
+
+NumPy handles a per-channel operation badly in its plain form:
 
 * ``a.sum(axis=(0, 2, 3))`` walks one inner loop of only C numbers per pixel, about 10x
   slower than reading the same memory as a (pixels, C) matrix and multiplying it by a
@@ -16,12 +21,20 @@ arrays in any other layout take the plain expressions.
 """
 from __future__ import annotations
 
-from ..backend import get_array_module
+from ...backend import get_array_module
 
 
 def is_channels_last(a):
     """Whether (N, C, H, W) ``a`` is laid out contiguously as (N, H, W, C)."""
     return a.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def channels_last(a):
+    """``a`` (N, C, H, W) with channels-last memory: ``a`` itself if it has it already,
+    else a copy laid out as (N, H, W, C) and returned as the (N, C, H, W) view of it."""
+    if is_channels_last(a):
+        return a
+    return get_array_module(a).ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
 def sum_over_batch_and_space(a):

@@ -1,0 +1,96 @@
+"""The fast convolution: the plain path's pair ``conv2d_forward`` / ``conv2d_backward``
+(same arguments, same results), choosing one of three algorithms by the layer's shape.
+
+    stride 1 (or 1x1, no padding)   conv_strips.py    matrix products over strip views
+    other strides                   conv_patches.py   copies of kernel-row strips
+    groups > 1                      conv_patches.py   the patch matrix in reused memory
+
+Outputs and input gradients are channels-last (``layout.py``). A stride-1 convolution
+keeps its input's filled strip grid from forward to backward, whose weight gradient
+reads it (so x is not copied onto a grid twice), in memory borrowed from the workspace;
+backward gives it back for the next forward.
+"""
+from __future__ import annotations
+
+from ...backend import get_array_module
+from ..module import is_grad_enabled
+from .conv_patches import (conv2d_grouped, conv2d_grouped_backward, conv2d_patches,
+                           conv2d_patches_backward)
+from .conv_strips import StripGrid, conv2d_strips, conv2d_strips_backward, kernel_rows, \
+    strip_products
+from .layout import sum_over_batch_and_space
+from .workspace import Role, workspace
+
+
+def conv2d_forward(x, weight, bias, stride=1, padding=0, groups=1):
+    """As :func:`npsenet.nn.functional.conv2d_forward`: y (N, C_out, H', W'), its memory
+    channels-last, and a cache ``(backward, saved, has_bias)`` naming the algorithm's
+    backward and what it needs."""
+    k = weight.shape[-1]
+    if groups > 1:
+        y = conv2d_grouped(x, weight, stride, padding, groups, workspace)
+        backward, saved = _grouped_backward, (x, weight, stride, padding, groups)
+    elif stride == 1 or (k == 1 and padding == 0):
+        y_nhwc, backward, saved = _strips_forward(x, weight, stride, padding)
+        y = y_nhwc.transpose(0, 3, 1, 2)
+    else:
+        y_nhwc = conv2d_patches(x.transpose(0, 2, 3, 1), kernel_rows(weight), stride, padding,
+                                workspace)
+        y = y_nhwc.transpose(0, 3, 1, 2)
+        backward, saved = _patches_backward, (x, weight, stride, padding)
+    if bias is not None:
+        y += bias.reshape(-1, 1, 1)       # channels-last memory: a run over C per pixel
+    return y, (backward, saved, bias is not None)
+
+
+def conv2d_backward(dy, cache):
+    """As :func:`npsenet.nn.functional.conv2d_backward`: (dx, dW, db), dx channels-last."""
+    backward, saved, has_bias = cache
+    dx, dw = backward(dy, saved)
+    return dx, dw, (sum_over_batch_and_space(dy) if has_bias else None)
+
+
+def _strips_forward(x, weight, stride, padding):
+    """Stride 1, or a 1x1 kernel without padding (with stride s, a stride-1 convolution
+    of x[:, :, ::s, ::s]). Keeps x's filled grid instead of x where backward reads a grid
+    (all but 1x1 kernels without padding, p <= k - 1) and a backward can follow."""
+    k = weight.shape[-1]
+    x_nhwc = x[:, :, ::stride, ::stride].transpose(0, 2, 3, 1)   # a view; free if channels-last
+    w_rows = kernel_rows(weight)
+    if (k > 1 or padding > 0) and padding <= k - 1 and is_grad_enabled():
+        grid = StripGrid(x_nhwc.shape, k, padding)
+        flat = grid.fill(x_nhwc, workspace, Role.KEPT_CONV_GRID)
+        saved = (x.shape, None, (grid, flat), weight, stride, padding)
+        return strip_products(grid, flat, w_rows, workspace), _strips_backward, saved
+    y_nhwc = conv2d_strips(x_nhwc, w_rows, padding, workspace)
+    if padding > k - 1:                  # more padding than the flipped kernel's dx can use
+        return y_nhwc, _patches_backward, (x, weight, stride, padding)
+    return y_nhwc, _strips_backward, (x.shape, x, None, weight, stride, padding)
+
+
+def _strips_backward(dy, saved):
+    x_shape, x, x_grid, weight, stride, padding = saved
+    dy_nhwc = dy.transpose(0, 2, 3, 1)
+    x_nhwc = None if x is None else x[:, :, ::stride, ::stride].transpose(0, 2, 3, 1)
+    dw, dx_nhwc = conv2d_strips_backward(x_nhwc, dy_nhwc, weight, padding, workspace, x_grid)
+    if x_grid is not None:
+        x_grid[0].give_back(x_grid[1], workspace)          # for the next forward
+    if stride == 1:
+        return dx_nhwc.transpose(0, 3, 1, 2), dw
+    n, _, h, w = x_shape
+    dx = get_array_module(dy).zeros((n, h, w, x_shape[1]), dtype=dy.dtype)
+    dx[:, ::stride, ::stride] = dx_nhwc     # pixels the strided 1x1 kernel skipped get 0
+    return dx.transpose(0, 3, 1, 2), dw
+
+
+def _patches_backward(dy, saved):
+    x, weight, stride, padding = saved
+    dw, dx_nhwc = conv2d_patches_backward(x.transpose(0, 2, 3, 1), dy.transpose(0, 2, 3, 1),
+                                          weight, stride, padding, workspace)
+    return dx_nhwc.transpose(0, 3, 1, 2), dw
+
+
+def _grouped_backward(dy, saved):
+    x, weight, stride, padding, groups = saved
+    dw, dx = conv2d_grouped_backward(x, dy, weight, stride, padding, groups, workspace)
+    return dx, dw

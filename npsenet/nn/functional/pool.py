@@ -1,0 +1,82 @@
+"""Pooling: the squeeze F_sq of the SE block (global average, and global max from the
+paper's ablation), and the max pool of the ImageNet stem. See ``notebooks/03_squeeze.ipynb``.
+
+    global average   z_c = 1/(H W) sum_{i,j} u_c(i, j)     du_c(i, j) = dz_c / (H W)
+    global max       z_c = max_{i,j} u_c(i, j)             du_c(i, j) = dz_c at the arg max, else 0
+    max pool         y[n, c, h, w] = max_{i,j} x_pad[n, c, s*h + i, s*w + j]
+                     (padding counts as -inf; each output's gradient goes to its window's winner)
+"""
+from __future__ import annotations
+
+from ...backend import get_array_module
+from .conv import conv_output_size, offset_window, pad_images
+
+
+def global_avg_pool_forward(u):
+    """z (N, C) = the mean of u (N, C, H, W) over its pixels; the cache is u's shape."""
+    return u.mean(axis=(2, 3)), u.shape
+
+
+def global_avg_pool_backward(dz, u_shape):
+    """dz (N, C) -> du (N, C, H, W): every pixel contributed equally to the mean, so
+    every pixel gets an equal share dz / (H W)."""
+    n, c, h, w = u_shape
+    du = get_array_module(dz).zeros(u_shape, dtype=dz.dtype)
+    du += (dz / (h * w))[:, :, None, None]
+    return du
+
+
+def global_max_pool_forward(u):
+    """z (N, C) = the max of u (N, C, H, W) over its pixels; the cache is (u's shape, the
+    flat index of each channel's first arg max)."""
+    n, c, h, w = u.shape
+    flat = u.reshape(n, c, h * w)
+    idx = flat.argmax(axis=2)                                          # (N, C)
+    z = get_array_module(u).take_along_axis(flat, idx[:, :, None], axis=2)[:, :, 0]
+    return z, (u.shape, idx)
+
+
+def global_max_pool_backward(dz, cache):
+    """dz (N, C) -> du (N, C, H, W), dz at each arg max and 0 elsewhere: a one-hot mask
+    times dz, no scatter."""
+    (n, c, h, w), idx = cache
+    one_hot = get_array_module(dz).arange(h * w) == idx[:, :, None]     # (N, C, H W)
+    return (one_hot * dz[:, :, None]).reshape(n, c, h, w)
+
+
+def max_pool2d_forward(x, kernel, stride, padding):
+    """y (N, C, H', W'), the max over each k x k window (stride s, padding p as -inf).
+
+    A loop over the k*k window offsets, each a strided view of the whole batch; the
+    cache is (x's shape, the padded x, y, kernel, stride, padding)."""
+    xp = get_array_module(x)
+    h, w = x.shape[2:]
+    ho = conv_output_size(h, kernel, stride, padding)
+    wo = conv_output_size(w, kernel, stride, padding)
+    x_pad = pad_images(x, padding, value=-float("inf"))
+    y = None
+    for i in range(kernel):
+        for j in range(kernel):
+            window = x_pad[offset_window(i, j, stride, ho, wo)]
+            y = window.copy() if y is None else xp.maximum(y, window)
+    return y, (x.shape, x_pad, y, kernel, stride, padding)
+
+
+def max_pool2d_backward(dy, cache):
+    """dy (N, C, H', W') -> dx (N, C, H, W): each output's gradient goes to the pixel that
+    won its window (the first in row-major window order on ties, as in PyTorch);
+    overlapping windows add (strided ``+=`` per offset)."""
+    x_shape, x_pad, y, kernel, stride, p = cache
+    xp = get_array_module(dy)
+    h, w = x_shape[2:]
+    ho, wo = y.shape[2:]
+    dx_pad = xp.zeros(x_pad.shape, dtype=dy.dtype)
+    inside = pad_images(xp.ones(x_shape, dtype=bool), p, value=False)  # padding never wins
+    routed = xp.zeros(y.shape, dtype=bool)              # windows whose max already got dy
+    for i in range(kernel):
+        for j in range(kernel):
+            window = offset_window(i, j, stride, ho, wo)
+            winner = (x_pad[window] == y) & inside[window] & ~routed
+            dx_pad[window] += dy * winner
+            routed |= winner
+    return dx_pad[:, :, p:p + h, p:p + w]

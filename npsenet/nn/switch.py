@@ -1,0 +1,57 @@
+"""The one switch between the two code paths that compute every layer.
+
+* the **plain path**, ``npsenet.nn.functional``: stateless forward/backward pairs, the code
+  the notebooks derive (im2col convolutions, broadcasting element-wise layers);
+* the **fast path**, ``npsenet.nn.fast``: the same pairs, same arguments, same numbers,
+  rearranged for speed (channels-last memory, strip convolutions, reused buffers).
+
+The layers of ``npsenet.nn`` ask :func:`active_path` at every forward and remember which
+path ran, so their backward uses the same one. The fast path is the default;
+``NPSENET_FAST=0`` in the environment, ``ns.nn.use_fast(False)`` or the context manager
+``with ns.nn.fast(False): ...`` select the plain one.
+"""
+from __future__ import annotations
+
+import os
+
+from . import functional
+
+_OFF = ("0", "false", "no", "off")
+_fast_enabled = os.environ.get("NPSENET_FAST", "1").strip().lower() not in _OFF
+
+
+def use_fast(flag: bool = True) -> None:
+    """Run the layers on the fast path (``True``, the default) or the plain one."""
+    global _fast_enabled
+    _fast_enabled = bool(flag)
+
+
+def is_fast() -> bool:
+    """Whether the layers run on the fast path."""
+    return _fast_enabled
+
+
+class fast_path:
+    """``with ns.nn.fast(False): ...`` runs the block on the plain path (``True``: on the
+    fast one) and restores the previous choice afterwards, as ``ns.no_grad()`` does."""
+
+    def __init__(self, flag: bool = True):
+        self.flag = bool(flag)
+
+    def __enter__(self):
+        self._previous = is_fast()
+        use_fast(self.flag)
+        return self
+
+    def __exit__(self, *exc):
+        use_fast(self._previous)
+        return False
+
+
+def active_path():
+    """The module whose forward/backward pairs the layers call now:
+    ``npsenet.nn.fast.ops`` or ``npsenet.nn.functional``."""
+    if _fast_enabled:
+        from .fast import ops
+        return ops
+    return functional
