@@ -1,6 +1,11 @@
-"""`npsenet bench` on tiny settings: the figures it reports, the memory probe, the command."""
+"""`npsenet bench` on tiny settings: the figures it reports, the memory probe, the command;
+and the split between the library and the command line (only npsenet/cli/ parses them)."""
+import ast
+from pathlib import Path
+
 import pytest
 
+import npsenet
 from npsenet import bench, cli
 
 TINY = dict(model="resnet20", batch_size=4, steps=2, warmup=1, settle=1)
@@ -33,3 +38,30 @@ def test_the_command(capsys):
     with pytest.raises(SystemExit):
         cli.main(["bench", "--steps", "0"])
     assert "expected a positive integer" in capsys.readouterr().err
+
+
+def imported_modules(path, package_root):
+    """The absolute names of the modules a file imports (relative imports resolved)."""
+    package = path.relative_to(package_root).parts[:-1]       # a file's package, __init__ too
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else ()
+            name = ".".join((*base, *([node.module] if node.module else [])))
+            yield name
+            yield from (f"{name}.{alias.name}" for alias in node.names)
+
+
+def test_the_library_takes_keyword_arguments_and_no_command_line():
+    assert not hasattr(bench, "add_arguments") and not hasattr(bench, "run_from_args")
+    root = Path(npsenet.__file__).parent.parent
+    offenders = []
+    for path in sorted((root / "npsenet").rglob("*.py")):
+        parts = path.relative_to(root).parts
+        if parts[:2] == ("npsenet", "cli") or parts == ("npsenet", "__main__.py"):
+            continue                                  # the command line and its entry point
+        if any(n == "npsenet.cli" or n.startswith("npsenet.cli.")
+               for n in imported_modules(path, root)):
+            offenders.append(str(path.relative_to(root)))
+    assert not offenders, f"library modules that import npsenet.cli: {offenders}"

@@ -576,6 +576,17 @@ def test_model_arguments_defaults_are_the_models():
     assert model_from_args(parser.parse_args(["--model", "resnet20"]), 10).name == "resnet20"
 
 
+def test_the_squeeze_and_gate_choices_are_the_se_blocks():
+    from npsenet.models.se_options import GATE_KINDS, SQUEEZE_KINDS
+    for squeeze in SQUEEZE_KINDS:
+        assert ns.nn.SEBlock(4, squeeze=squeeze).squeeze_kind == squeeze
+    for gate in GATE_KINDS:
+        assert ns.nn.SEBlock(4, gate=gate).gate_kind == gate
+    actions = {a.dest: a for a in model_parser()._actions}
+    assert tuple(actions["squeeze"].choices) == SQUEEZE_KINDS
+    assert tuple(actions["gate"].choices) == GATE_KINDS
+
+
 def test_model_arguments_errors(capsys):
     from npsenet.cli.args import model_from_args
     parser = model_parser()
