@@ -1,5 +1,6 @@
 """Bad input raises a ValueError that names what was expected and what came; nothing is
-half-updated after an error; backward never mutates dout; dtypes are preserved (SPEC §1)."""
+half-updated after an error; backward never mutates dout; dtypes are preserved
+(docs/contract.md#api). On both code paths."""
 import numpy as np
 import pytest
 

@@ -1,6 +1,7 @@
 """PyTorch parity of every layer in npsenet.nn: forward, dL/dinput and every parameter
-gradient against torch autograd in float64, over randomized hyperparameters (SPEC §3,
-the second oracle). Runs on each backend through the ``device`` fixture."""
+gradient against torch autograd in float64, over randomized hyperparameters (the second oracle of
+docs/contract.md#gradients). Runs on each backend (``device``) and each code path
+(``code_path``)."""
 import numpy as np
 import pytest
 

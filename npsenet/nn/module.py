@@ -267,7 +267,7 @@ class Module:
 
         Backward reads it, checks ``dout``, then calls :meth:`release_cache`: it frees the
         cache as PyTorch frees its graph, so between steps only the parameters stay in memory
-        (and the scratch arrays the layers reuse, ``nn/_workspace.py``), and a rejected
+        (and, on the fast path, the memory it reuses, ``nn/fast/workspace.py``), and a rejected
         ``dout`` leaves the cache in place for a corrected call.
         """
         cache = self.__dict__.get("cache")
