@@ -98,6 +98,16 @@ def test_the_switch_and_its_context_manager():
         ns.nn.use_fast(True)
 
 
+def test_the_fast_path_has_every_pair_of_the_plain_path():
+    """The layers call pairs by name on whichever path is active: the fast path's ops
+    module must offer every forward/backward pair the plain path does."""
+    import npsenet.nn.fast.ops as fast_ops
+    pairs = [name for name in npsenet.nn.functional.__all__
+             if name.endswith(("_forward", "_backward"))]
+    assert len(pairs) >= 20
+    assert [name for name in pairs if not hasattr(fast_ops, name)] == []
+
+
 def test_a_backward_uses_the_path_of_its_forward():
     """Switching between a forward and its backward changes nothing: each layer keeps
     the path that ran its forward."""
@@ -153,7 +163,8 @@ def _random_layer_case(rng):
         inputs = (rng.standard_normal((n + 1, c, h, w)),)
     elif kind == "maxpool":
         k = int(rng.integers(1, 4))
-        layer = ns.nn.MaxPool2d(k, stride=int(rng.integers(1, 3)), padding=int(rng.integers(0, k // 2 + 1)))
+        layer = ns.nn.MaxPool2d(k, stride=int(rng.integers(1, 3)),
+                                padding=int(rng.integers(0, k // 2 + 1)))
         inputs = (rng.standard_normal((n, c, h, w)),)
     elif kind == "scale":
         layer = ns.nn.ChannelScale()

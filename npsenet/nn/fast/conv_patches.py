@@ -59,7 +59,8 @@ def conv2d_patches(x_nhwc, w_rows, stride, padding, workspace):
         if i == 0:
             xp.matmul(rows_i, w_rows[0], out=y)
         else:
-            y += xp.matmul(rows_i, w_rows[i], out=workspace.scratch(Role.TERM, y.shape, y.dtype, xp))
+            term = workspace.scratch(Role.TERM, y.shape, y.dtype, xp)
+            y += xp.matmul(rows_i, w_rows[i], out=term)
     return y.reshape(n, ho, wo, c_out)
 
 
