@@ -36,7 +36,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .nn import BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear, SEBlock, no_grad
+from .nn import BatchNorm2d, ChannelScale, Conv2d, GlobalAvgPool2d, Linear, SEBlock, no_grad
 
 Row = namedtuple("Row", ["name", "kind", "output_shape", "params", "macs"])
 
@@ -117,10 +117,13 @@ def summary(model, input_shape):
     modules = list(model.named_modules())
     modes = {id(m): m.training for _, m in modules}
     gates = {id(m): m.gate_values for _, m in modules if isinstance(m, SEBlock)}
+    # an SE block's scale is its own row (``<block>.se``, kind "scale"), not its sub-module's
+    inner_scales = {id(m.scale) for _, m in modules if isinstance(m, SEBlock)
+                    and isinstance(getattr(m, "scale", None), ChannelScale)}
 
     def record(name, module):
         forward = module.forward
-        leaf = not module._modules
+        leaf = not module._modules and id(module) not in inner_scales
 
         def recording_forward(*inputs):
             output = forward(*inputs)

@@ -109,3 +109,11 @@ def test_cli_compare(capsys):
 def test_cli_rejects_se_options_for_a_plain_model(capsys):
     assert main(["summary", "--model", "resnet20", "--placement", "pre"]) == 2
     assert "apply only to SE models" in capsys.readouterr().err
+
+
+def test_an_se_blocks_scale_is_one_row():
+    """The scale of an SE block is the block's own row (kind "scale"), not also a row of
+    its ChannelScale sub-module."""
+    rows = ns.summary(ns.models.se_resnet20(), (1, 3, 32, 32)).rows
+    assert [r.kind for r in rows].count("scale") == 9
+    assert "ChannelScale" not in {r.kind for r in rows}
