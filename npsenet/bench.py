@@ -39,6 +39,7 @@ import numpy as np
 from . import backend
 from .models import build_model
 from .nn import SoftmaxCrossEntropy, no_grad
+from .nn.switch import fast_path, is_fast
 from .optim import SGD
 
 
@@ -128,14 +129,24 @@ def _timed(fn):
 
 def run_benchmark(model="se_resnet20", batch_size=128, image_size=32, dtype="float32",
                   device="cpu", mode="train", steps=10, warmup=2, compare_torch=None,
-                  memory=True, settle=1):
+                  memory=True, settle=1, plain=False):
     """Median step times (seconds) of npsenet and, when available, PyTorch.
+
+    ``plain`` times npsenet's plain path (``npsenet.nn.functional``) instead of the fast
+    one (the default).
 
     ``settle`` untimed steps run after each switch between the frameworks, before the
     timed one (see the module docstring). Returns a dict with ``npsenet_s``, ``torch_s``
     (or None), ``ratio``, ``images_per_s``, the peak memory figures (bytes) and the
     settings.
     """
+    with fast_path(not plain):
+        return _run_benchmark(model, batch_size, image_size, dtype, device, mode, steps,
+                              warmup, compare_torch, memory, settle)
+
+
+def _run_benchmark(model, batch_size, image_size, dtype, device, mode, steps, warmup,
+                   compare_torch, memory, settle):
     device = backend.normalize_device(device)
     dtype = np.dtype(dtype)
     if compare_torch is None:
@@ -157,6 +168,7 @@ def run_benchmark(model="se_resnet20", batch_size=128, image_size=32, dtype="flo
     result = {
         "model": model, "mode": mode, "batch_size": batch_size, "image_size": image_size,
         "dtype": dtype.name, "device": device, "steps": steps,
+        "path": "fast" if is_fast() else "plain",
         "npsenet_s": statistics.median(ours_t),
         "torch_s": statistics.median(theirs_t) if theirs else None,
     }
@@ -178,7 +190,7 @@ def measure_peak_memory(framework, **args):
     # freed, so resident memory follows the live arrays (by default the threshold grows
     # after the first large free, and freed memory stays resident and hides the peak).
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MALLOC_MMAP_THRESHOLD_": "131072",
-           "MALLOC_TRIM_THRESHOLD_": "131072"}
+           "MALLOC_TRIM_THRESHOLD_": "131072", "NPSENET_FAST": "1" if is_fast() else "0"}
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return int(out.stdout.strip().splitlines()[-1])
 
@@ -228,7 +240,8 @@ def format_result(r):
     lines = [f"{r['model']} {r['mode']} step, batch {r['batch_size']}, "
              f"{r['image_size']}x{r['image_size']}, {r['dtype']}, {r['device']} "
              f"(median of {r['steps']} interleaved steps)",
-             f"  npsenet: {r['npsenet_s'] * 1e3:8.1f} ms   {r['images_per_s']:8.0f} images/s"]
+             f"  npsenet: {r['npsenet_s'] * 1e3:8.1f} ms   {r['images_per_s']:8.0f} images/s"
+             f"   ({r.get('path', 'fast')} path)"]
     if r.get("torch_s"):
         lines.append(f"  PyTorch: {r['torch_s'] * 1e3:8.1f} ms   "
                      f"{r['batch_size'] / r['torch_s']:8.0f} images/s")

@@ -213,3 +213,25 @@ def test_both_paths_agree_over_training_steps_of_an_se_resnet(placement):
     np.testing.assert_allclose(loss_fast, loss_plain, rtol=1e-12)
     for key, value in state_fast.items():
         assert _max_error(value, state_plain[key]) < 1e-12, key
+
+
+@pytest.mark.parametrize("command", [["gradcheck"], ["bench", "--steps", "1", "--warmup", "0",
+                                                    "--batch-size", "2", "--no-torch",
+                                                    "--no-memory", "--json"]])
+def test_plain_on_the_command_line_runs_the_plain_path(command, monkeypatch, capsys):
+    """``--plain`` runs the command on the plain path (seen from inside it), and the
+    choice ends with the command."""
+    from npsenet.cli import main
+    seen = []
+    original = npsenet.nn.functional.conv2d_forward
+
+    def spy(*args, **kwargs):
+        seen.append(ns.nn.is_fast())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(npsenet.nn.functional, "conv2d_forward", spy)
+    assert main(command + ["--plain"]) == 0
+    assert seen and not any(seen)
+    assert ns.nn.is_fast()
+    if command[0] == "bench":
+        assert '"path": "plain"' in capsys.readouterr().out

@@ -13,6 +13,7 @@ import importlib
 import pkgutil
 import sys
 
+from ..nn.switch import fast_path, is_fast
 from . import commands
 
 
@@ -33,7 +34,9 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args) or 0
+        # --plain: the plain path for the whole command (and back afterwards)
+        with fast_path(is_fast() and not getattr(args, "plain", False)):
+            return args.func(args) or 0
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         # errors meant for the user: one clear line, no traceback
         print(f"npsenet {args.command}: error: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Argparse helpers shared by the sub-commands: ``--device``, number types that turn a
+"""Argparse helpers shared by the sub-commands: ``--device``, ``--plain``, number types that turn a
 bad value into a one-line usage error, the data options, and the options that choose a
 model and its SE ablation.
 
@@ -24,6 +24,15 @@ def add_device_argument(parser):
     """``--device cpu|gpu``, shared by every command that computes."""
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                         help="cpu (NumPy) or gpu (CuPy; needs the gpu extra). Default: cpu.")
+
+
+def add_plain_argument(parser):
+    """``--plain``: every layer on the plain path (``npsenet.nn.functional``, the code the
+    notebooks derive), as ``NPSENET_FAST=0`` does; :func:`npsenet.cli.main` applies it."""
+    parser.add_argument("--plain", action="store_true",
+                        help="run every layer on the plain path (npsenet.nn.functional, the "
+                             "code the notebooks derive): the same numbers, slower; as "
+                             "NPSENET_FAST=0")
 
 
 def _integer_at_least(minimum, expected):

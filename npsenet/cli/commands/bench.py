@@ -2,12 +2,13 @@
 
     npsenet bench --model se_resnet20 --batch-size 128            # beside PyTorch if installed
     npsenet bench --mode eval --steps 20 --json
+    npsenet bench --plain                     # the plain path, beside PyTorch
 """
 from __future__ import annotations
 
 import json
 
-from ..args import add_device_argument, non_negative_int, positive_int
+from ..args import add_device_argument, add_plain_argument, non_negative_int, positive_int
 
 
 def add_parser(sub):
@@ -17,6 +18,7 @@ def add_parser(sub):
                                    "memory; with PyTorch installed, the same step in PyTorch "
                                    "interleaved in the same process, and the ratio.")
     add_device_argument(p)
+    add_plain_argument(p)
     add_arguments(p)
     p.set_defaults(func=run)
 
@@ -46,7 +48,7 @@ def run_from_args(args):
                            image_size=args.image_size, dtype=args.dtype, device=args.device,
                            mode=args.mode, steps=args.steps, warmup=args.warmup,
                            compare_torch=False if args.no_torch else None,
-                           memory=not args.no_memory)
+                           memory=not args.no_memory, plain=getattr(args, "plain", False))
     print(json.dumps(result, indent=2) if args.json else format_result(result))
     return result
 

@@ -1,6 +1,8 @@
 """``npsenet gradcheck``: every layer's backward against numerical gradients, as a table."""
 from __future__ import annotations
 
+from ..args import add_plain_argument
+
 THRESHOLD = 1e-7
 
 
@@ -9,6 +11,7 @@ def add_parser(sub):
                        description="Compare each layer's hand-written backward with central "
                                    "differences in float64 (random upstream gradient) and print "
                                    "the relative errors. Everything should be far below 1e-7.")
+    add_plain_argument(p)
     p.set_defaults(func=run)
 
 

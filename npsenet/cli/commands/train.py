@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..args import (DEFAULT_MODEL, SE_ARGUMENTS, add_data_arguments, add_device_argument,
+                    add_plain_argument,
                     add_model_arguments, model_from_args, model_options_from_args,
                     non_negative_float, non_negative_int, positive_int)
 
@@ -38,6 +39,7 @@ def add_parser(sub):
                     "every epoch. Ctrl-C or SIGTERM saves a checkpoint and exits (130/143); "
                     "--resume OUT continues exactly where it stopped.")
     add_model_arguments(p)
+    add_plain_argument(p)
     data = p.add_argument_group("data")
     add_data_arguments(data, DATASETS, None)
     data.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
