@@ -16,6 +16,8 @@ from npsenet.models.specs import SPECS
 
 from helpers import normwise_error
 
+pytestmark = pytest.mark.usefixtures("code_path")   # on the fast and the plain path
+
 GRAD_TOL = 1e-7
 # Blocks and networks compose up to ~30 layers: central differences then carry a round-off
 # of ~1e-16 |L| / h in each entry, which the elementwise relative error divides by the

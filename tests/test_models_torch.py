@@ -20,6 +20,8 @@ from npsenet.models.specs import ResNetSpec  # noqa: E402
 from npsenet.torch_reference import (build_torch_model, build_torch_resnet,  # noqa: E402
                                      copy_weights)
 
+pytestmark = pytest.mark.usefixtures("code_path")   # on the fast and the plain path
+
 TOL = 1e-9
 
 
