@@ -8,36 +8,24 @@ paper's gate ablations. The pairs they call are ``functional/activation.py``
 """
 from __future__ import annotations
 
-from ._checks import check_dout, check_float_array
+from ._checks import check_float_array
 from .functional.activation import sigmoid  # noqa: F401  (ns.nn.activation.sigmoid)
 from .module import Module
 from .switch import active_path
 
 
 class _Elementwise(Module):
-    """What the three layers share: checks, and the cache (the path that ran, its pair's
-    cache, and the output's shape and dtype, which dout must match)."""
-
-    _name = ""
+    """What the three layers share: the input check, and dropping an earlier forward's
+    cache first (a forward under no_grad keeps nothing, so that cache would be stale)."""
 
     def __init__(self):
         super().__init__()
         self.cache = None
 
     def _checked(self, x):
-        check_float_array(x, self._name)
-        self.cache = None                       # what an earlier forward kept is stale now
+        check_float_array(x, type(self).__name__)
+        self.cache = None
         return active_path()
-
-    def _keep(self, path, cache, y):
-        self.cache = (path, cache, y.shape, y.dtype)
-        return y
-
-    def _saved(self, dout):
-        path, cache, shape, dtype = self.saved_cache()
-        check_dout(dout, shape, self._name, dtype)
-        self.release_cache()
-        return path, cache
 
 
 class ReLU(_Elementwise):
@@ -47,8 +35,6 @@ class ReLU(_Elementwise):
     saving a new array of x's size. Use it only where nothing else keeps x: the ResNets
     use it on the outputs of BatchNorm and of the residual addition, which no layer keeps.
     """
-
-    _name = "ReLU"
 
     def __init__(self, inplace=False):
         super().__init__()
@@ -60,38 +46,36 @@ class ReLU(_Elementwise):
     def forward(self, x):
         path = self._checked(x)
         y, mask = path.relu_forward(x, inplace=self.inplace)
-        return self._keep(path, mask, y)
+        return self.keep(path, mask, y)
 
     def backward(self, dout):
-        path, mask = self._saved(dout)
+        path, mask = self.kept(dout)
         return path.relu_backward(dout, mask)
 
 
 class Sigmoid(_Elementwise):
     """σ(x) = 1 / (1 + e^-x), the SE gate; σ'(x) = σ(x) (1 - σ(x))."""
 
-    _name = "Sigmoid"
 
     def forward(self, x):
         path = self._checked(x)
         y, cache = path.sigmoid_forward(x)
-        return self._keep(path, cache, y)
+        return self.keep(path, cache, y)
 
     def backward(self, dout):
-        path, y = self._saved(dout)
+        path, y = self.kept(dout)
         return path.sigmoid_backward(dout, y)
 
 
 class Tanh(_Elementwise):
     """tanh(x); tanh'(x) = 1 - tanh(x)^2."""
 
-    _name = "Tanh"
 
     def forward(self, x):
         path = self._checked(x)
         y, cache = path.tanh_forward(x)
-        return self._keep(path, cache, y)
+        return self.keep(path, cache, y)
 
     def backward(self, dout):
-        path, y = self._saved(dout)
+        path, y = self.kept(dout)
         return path.tanh_backward(dout, y)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from .. import init
-from ._checks import check_dout, check_input, pair, positive_int
+from ._checks import check_input, pair, positive_int
 from .functional.conv import conv_output_size
 from .module import Module, Parameter
 from .switch import active_path
@@ -83,13 +83,10 @@ class Conv2d(Module):
         bias = None if self.bias is None else self.bias.data
         y, cache = path.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding,
                                        self.groups)
-        self.cache = (path, cache, out_shape, x.dtype)
-        return y
+        return self.keep(path, cache, y)
 
     def backward(self, dout):
-        path, cache, out_shape, dtype = self.saved_cache()
-        check_dout(dout, out_shape, "Conv2d", dtype)
-        self.release_cache()
+        path, cache = self.kept(dout)
         dx, dw, db = path.conv2d_backward(dout, cache)
         self.weight.accumulate_grad(dw)
         if self.bias is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import init
-from ._checks import check_dout, check_input, positive_int
+from ._checks import check_input, positive_int
 from .module import Module, Parameter
 from .switch import active_path
 
@@ -37,13 +37,10 @@ class Linear(Module):
         path = active_path()
         bias = None if self.bias is None else self.bias.data
         y, cache = path.linear_forward(x, self.weight.data, bias)
-        self.cache = (path, cache, x.shape[0], x.dtype)
-        return y
+        return self.keep(path, cache, y)
 
     def backward(self, dout):
-        path, cache, n, dtype = self.saved_cache()
-        check_dout(dout, (n, self.out_features), "Linear", dtype)
-        self.release_cache()
+        path, cache = self.kept(dout)
         dx, dw, db = path.linear_backward(dout, cache)
         self.weight.accumulate_grad(dw)
         if self.bias is not None:

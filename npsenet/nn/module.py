@@ -16,6 +16,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..backend import array_module_for, device_of, normalize_device, to_device, to_numpy
+from ._checks import check_dout
 
 _grad_enabled = True
 
@@ -277,6 +278,21 @@ class Module:
                 "Run forward first; backward releases the cache, so each backward needs its "
                 "own forward (and a forward under ns.no_grad(), or a .to() call, keeps nothing).")
         return cache
+
+    def keep(self, path, cache, output):
+        """Forward's last step in a layer: keep what its backward needs, the path that ran
+        (:func:`npsenet.nn.switch.active_path`), that path's cache, and the output's shape
+        and dtype, which dout must match. Returns ``output``."""
+        self.cache = (path, cache, output.shape, output.dtype)
+        return output
+
+    def kept(self, dout):
+        """Backward's first step in a layer: the (path, cache) its forward kept, after
+        checking that ``dout`` has the output's shape and dtype; releases the cache."""
+        path, cache, shape, dtype = self.saved_cache()
+        check_dout(dout, shape, type(self).__name__, dtype)
+        self.release_cache()
+        return path, cache
 
     def release_cache(self):
         """Drop what forward cached (backward's last use of it, or a move to another device)."""

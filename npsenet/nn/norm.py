@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_dout, check_input, positive_int
+from ._checks import check_input, positive_int
 from .module import Module, Parameter
 from .switch import active_path
 
@@ -66,8 +66,7 @@ class BatchNorm2d(Module):
         else:
             y, cache = path.batchnorm_eval_forward(x, gamma, beta, self.running_mean,
                                                    self.running_var, self.eps)
-        self.cache = (path, cache, x.shape, x.dtype)
-        return y
+        return self.keep(path, cache, y)
 
     def _update_running_stats(self, mean, var, m):
         # new arrays rather than in-place updates, so a state_dict taken earlier keeps its values
@@ -83,9 +82,7 @@ class BatchNorm2d(Module):
             self.running_var.dtype, copy=False)
 
     def backward(self, dout):
-        path, cache, shape, dtype = self.saved_cache()
-        check_dout(dout, shape, "BatchNorm2d", dtype)
-        self.release_cache()
+        path, cache = self.kept(dout)
         dx, dgamma, dbeta = path.batchnorm_backward(dout, cache)
         self.weight.accumulate_grad(dgamma)
         self.bias.accumulate_grad(dbeta)

@@ -4,7 +4,7 @@ the paper's ablation), and the max pool of the ImageNet stem. The pairs they cal
 """
 from __future__ import annotations
 
-from ._checks import check_dout, check_input, pair
+from ._checks import check_input, pair
 from .functional.conv import conv_output_size
 from .module import Module
 from .switch import active_path
@@ -27,13 +27,10 @@ class GlobalAvgPool2d(Module):
         check_input(u, "GlobalAvgPool2d", 4, "(N, C, H, W)")
         path = active_path()
         z, cache = path.global_avg_pool_forward(u)
-        self.cache = (path, cache, z.shape, z.dtype)
-        return z
+        return self.keep(path, cache, z)
 
     def backward(self, dout):
-        path, cache, shape, dtype = self.saved_cache()
-        check_dout(dout, shape, "GlobalAvgPool2d", dtype)
-        self.release_cache()
+        path, cache = self.kept(dout)
         return path.global_avg_pool_backward(dout, cache)
 
 
@@ -53,13 +50,10 @@ class GlobalMaxPool2d(Module):
         check_input(u, "GlobalMaxPool2d", 4, "(N, C, H, W)")
         path = active_path()
         z, cache = path.global_max_pool_forward(u)
-        self.cache = (path, cache, z.shape, z.dtype)
-        return z
+        return self.keep(path, cache, z)
 
     def backward(self, dout):
-        path, cache, shape, dtype = self.saved_cache()
-        check_dout(dout, shape, "GlobalMaxPool2d", dtype)
-        self.release_cache()
+        path, cache = self.kept(dout)
         return path.global_max_pool_backward(dout, cache)
 
 
@@ -96,11 +90,8 @@ class MaxPool2d(Module):
                              f"{k}x{k} window.")
         path = active_path()
         y, cache = path.max_pool2d_forward(x, k, s, p)
-        self.cache = (path, cache, y.shape, y.dtype)
-        return y
+        return self.keep(path, cache, y)
 
     def backward(self, dout):
-        path, cache, shape, dtype = self.saved_cache()
-        check_dout(dout, shape, "MaxPool2d", dtype)
-        self.release_cache()
+        path, cache = self.kept(dout)
         return path.max_pool2d_backward(dout, cache)

@@ -51,13 +51,10 @@ class ChannelScale(Module):
                              f"(one per sample and channel of u), got {tuple(s.shape)}.")
         path = active_path()
         y, cache = path.channel_scale_forward(u, s)
-        self.cache = (path, cache, u.shape, u.dtype)
-        return y
+        return self.keep(path, cache, y)
 
     def backward(self, dout):
-        path, cache, shape, dtype = self.saved_cache()
-        check_dout(dout, shape, "ChannelScale", dtype)
-        self.release_cache()
+        path, cache = self.kept(dout)
         return path.channel_scale_backward(dout, cache)
 
 

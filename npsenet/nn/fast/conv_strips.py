@@ -39,8 +39,8 @@ class StripGrid:
     Output positions are the grid positions (h, v) with h < H': output (n, h, w) is
     v = n (W + s) + w. Grouped by the residue r = v mod k (which is w mod k, as W + s is a
     multiple of k), position t of residue r is v = r + k t, and there are
-    ``rows = H' Wg / k`` of them. Positions in the gaps are computed and dropped: (W + s)/W'
-    - 1 extra arithmetic (3% at 32x32, 12% at 8x8).
+    ``rows = H' Wg / k`` of them. Positions in the gaps are computed and dropped, a
+    fraction (W + s)/W' - 1 of extra arithmetic (3% at 32x32, 12% at 8x8).
 
     ``strips(i, r)`` is the (rows, k C) matrix whose row (h, t) holds the k*C numbers of
     x_grid[h + i, v:v + k, :], read in place: consecutive positions of a residue start
