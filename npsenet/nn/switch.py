@@ -48,10 +48,16 @@ class fast_path:
         return False
 
 
+_fast_ops = None                 # npsenet.nn.fast.ops, imported on first use
+
+
 def active_path():
     """The module whose forward/backward pairs the layers call now:
     ``npsenet.nn.fast.ops`` or ``npsenet.nn.functional``."""
-    if _fast_enabled:
+    global _fast_ops
+    if not _fast_enabled:
+        return functional
+    if _fast_ops is None:
         from .fast import ops
-        return ops
-    return functional
+        _fast_ops = ops
+    return _fast_ops
