@@ -51,7 +51,7 @@ class BatchLoader:
         drop_last: skip a final batch smaller than ``batch_size``.
 
     Yields:
-        x: float32 (B, C, H, W) on ``device``; y: int64 (B,) on ``device``.
+        batches ``(x, y)``, x float32 (B, C, H, W) and y int64 (B,), both on ``device``.
     """
 
     def __init__(self, images, labels, batch_size: int, *, shuffle: bool, augment, normalize,

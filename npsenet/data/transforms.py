@@ -36,7 +36,7 @@ def channel_stats(images, chunk: int = 5000):
     Args:
         images: uint8 array (N, C, H, W) (or floats in [0, 255]).
     Returns:
-        (mean, std): float32 arrays (C,).
+        the pair ``(mean, std)`` of float32 arrays (C,).
     """
     _check_images(images, "channel_stats")
     images = np.asarray(images)

@@ -27,6 +27,7 @@ class BatchNorm2d(Module):
             cumulative average (as in PyTorch).
 
     Parameters: ``weight`` (gamma, ones) and ``bias`` (beta, zeros), shape (C,).
+
     Buffers: ``running_mean`` (zeros), ``running_var`` (ones), ``num_batches_tracked``
     (int64 scalar).
     """

@@ -74,7 +74,8 @@ class SEBlock(Module):
     After each forward, ``gate_values`` holds s (N, C): the excitations the paper
     analyses per class in its Sec. 7 ("role of excitation").
 
-    backward(dy) returns du, summed over both paths (see the module docstring).
+    backward(dy) returns du, summed over both paths (the equations are in the docstring
+    of the module ``npsenet.nn.se``).
     """
 
     def __init__(self, channels, reduction=16, squeeze="avg", gate="sigmoid", bias=False,

@@ -1,6 +1,6 @@
 """The fast path: the plain path's forward/backward pairs (``npsenet.nn.functional``),
-rearranged for speed, behind one switch. See the docs' fast-path page for the design
-notes and the measurements behind each choice.
+rearranged for speed, behind one switch. ``docs/fast_path.md`` gives the design notes
+and the measurements behind each choice.
 
     ns.nn.use_fast(False)              # every layer on the plain path from here on
     with ns.nn.fast(False):            # ... or only inside the block

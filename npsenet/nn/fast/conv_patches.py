@@ -42,7 +42,8 @@ def conv2d_patches(x_nhwc, w_rows, stride, padding, workspace):
     ``y = sum_i rows_i @ W_rows[i]``.
 
     Args:
-        x_nhwc: (N, H, W, C_in). w_rows: (k, k C_in, C_out) from :func:`kernel_rows`.
+        x_nhwc: (N, H, W, C_in).
+        w_rows: (k, k C_in, C_out) from :func:`kernel_rows`.
     Returns:
         y (N, H', W', C_out).
     """

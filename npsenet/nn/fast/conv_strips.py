@@ -169,7 +169,8 @@ def conv2d_strips_backward(x_nhwc, dy_nhwc, weight, padding, workspace, x_grid=N
 
     Args:
         x_nhwc: (N, H, W, C_in), the forward input (None if ``x_grid`` is given).
-        dy_nhwc: (N, H', W', C_out). weight: W (C_out, C_in, k, k).
+        dy_nhwc: (N, H', W', C_out).
+        weight: W (C_out, C_in, k, k).
         x_grid: x already on its grid, the pair (StripGrid, flat grid) that the forward
             filled and kept (see ``conv.py``), or None to fill the grid here.
     Returns:

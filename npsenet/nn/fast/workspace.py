@@ -5,7 +5,7 @@ page fault per 4 KiB the first time it is written (measured: 26 ms to fill a fre
 patch matrix, 4 ms to refill an old one); inside a training step a fresh array also
 arrives out of cache, while a reused one is often still in it. The fast layers therefore
 keep their padded copies, patch matrices and temporaries here, the way PyTorch's caching
-allocator reuses GPU memory (see the fast-path page of the docs for what this saves).
+allocator reuses GPU memory (``docs/fast_path.md`` says what this saves).
 
 Two kinds of memory, each asked for by a named :class:`Role`:
 

@@ -13,7 +13,9 @@ def linear_forward(x, weight, bias):
     """y = x W^T + b.
 
     Args:
-        x: (N, in). weight: W (out, in). bias: b (out,) or None.
+        x: (N, in).
+        weight: W (out, in).
+        bias: b (out,) or None.
     Returns:
         y (N, out), and the cache (x, weight, has_bias) for :func:`linear_backward`.
     """

@@ -32,7 +32,9 @@ def batchnorm_forward(x, gamma, beta, eps):
     """Training mode: normalise with the batch's statistics.
 
     Args:
-        x: (N, C, H, W). gamma, beta: (C,). eps: added to the variance.
+        x: (N, C, H, W).
+        gamma, beta: (C,).
+        eps: added to the variance.
     Returns:
         y (N, C, H, W), the batch mean mu (C,), the biased batch variance (C,), and the
         cache (xhat, gamma, inv_std, None) for :func:`batchnorm_backward`.
