@@ -5,10 +5,12 @@
 
 Prints the functions with the most internal time (time spent in the function itself,
 including the NumPy calls it makes, excluding the Python functions it calls), which
-for npsenet reads as a per-layer breakdown: conv.py:_strip_products (the matrix
-products of stride-1 convolutions and of their input gradients), conv2d_strips_backward
-(the weight-gradient products), StripGrid.fill (the padded copies), BatchNorm2d, and so
-on. docs/performance.md quotes the result.
+for npsenet reads as a per-layer breakdown of the fast path (npsenet/nn/fast/):
+conv_strips.py:strip_products (the matrix products of stride-1 convolutions and of their
+input gradients), conv_strips.py:conv2d_strips_backward (the weight-gradient products),
+StripGrid.fill (the padded copies), elementwise.py:batchnorm_forward/batchnorm_backward,
+and so on. With NPSENET_FAST=0 it profiles the plain path (npsenet/nn/functional/)
+instead. docs/performance.md quotes the result.
 """
 import argparse
 import cProfile
