@@ -297,22 +297,22 @@ def test_inplace_relu_overwrites_its_input_and_matches_the_plain_one(shape, seed
 def test_channel_helpers_match_the_plain_expressions(n, c, h, w, big, channels_last, seed):
     """per_channel and the per-channel sums of the fast path's layout.py against plain
     NumPy, for channels-last and other layouts, and past the whole-image repeat limit."""
-    from npsenet.nn.fast import layout as _channels
+    from npsenet.nn.fast import layout
     rng = np.random.default_rng(seed)
     if big:
-        h = _channels._WHOLE_IMAGE_MAX // (w * c) + 1          # one number too many
+        h = layout._WHOLE_IMAGE_MAX // (w * c) + 1          # one number too many
     a = rng.standard_normal((n, h, w, c)).transpose(0, 3, 1, 2)
     if not channels_last:
         a = np.ascontiguousarray(a)
     b = rng.standard_normal(a.shape)
     v, s = rng.standard_normal(c), rng.standard_normal((n, c))
-    np.testing.assert_array_equal(a * _channels.per_channel(v, a), a * v[None, :, None, None])
-    np.testing.assert_array_equal(a * _channels.per_channel(s, a), a * s[:, :, None, None])
-    close(_channels.sum_over_batch_and_space(a), a.sum(axis=(0, 2, 3)), rtol=1e-12)
-    close(_channels.sum_over_space(a), a.sum(axis=(2, 3)), rtol=1e-12)
-    close(_channels.sum_of_products_over_batch_and_space(a, b), (a * b).sum(axis=(0, 2, 3)),
+    np.testing.assert_array_equal(a * layout.per_channel(v, a), a * v[None, :, None, None])
+    np.testing.assert_array_equal(a * layout.per_channel(s, a), a * s[:, :, None, None])
+    close(layout.sum_over_batch_and_space(a), a.sum(axis=(0, 2, 3)), rtol=1e-12)
+    close(layout.sum_over_space(a), a.sum(axis=(2, 3)), rtol=1e-12)
+    close(layout.sum_of_products_over_batch_and_space(a, b), (a * b).sum(axis=(0, 2, 3)),
           rtol=1e-12)
-    close(_channels.sum_of_products_over_space(a, b), (a * b).sum(axis=(2, 3)), rtol=1e-12)
+    close(layout.sum_of_products_over_space(a, b), (a * b).sum(axis=(2, 3)), rtol=1e-12)
 
 
 @SETTINGS
