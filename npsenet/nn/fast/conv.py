@@ -52,33 +52,44 @@ def conv2d_backward(dy, cache):
 
 def _strips_forward(x, weight, stride, padding):
     """Stride 1, or a 1x1 kernel without padding (with stride s, a stride-1 convolution
-    of x[:, :, ::s, ::s]). Keeps x's filled grid instead of x where backward reads a grid
-    (all but 1x1 kernels without padding, p <= k - 1) and a backward can follow."""
+    of x[:, :, ::s, ::s]). Returns (y_nhwc, backward, saved). Where backward reads x on
+    its grid (k > 1, which here means stride 1, and p <= k - 1) and a backward can follow,
+    forward keeps the grid it filled instead of x."""
     k = weight.shape[-1]
     x_nhwc = x[:, :, ::stride, ::stride].transpose(0, 2, 3, 1)   # a view; free if channels-last
     w_rows = kernel_rows(weight)
-    if (k > 1 or padding > 0) and padding <= k - 1 and is_grad_enabled():
+    if padding > k - 1:                  # more padding than the flipped kernel's dx can use
+        return (conv2d_strips(x_nhwc, w_rows, padding, workspace), _patches_backward,
+                (x, weight, stride, padding))
+    if k > 1 and is_grad_enabled():
         grid = StripGrid(x_nhwc.shape, k, padding)
         flat = grid.fill(x_nhwc, workspace, Role.KEPT_CONV_GRID)
-        saved = (x.shape, None, (grid, flat), weight, stride, padding)
-        return strip_products(grid, flat, w_rows, workspace), _strips_backward, saved
-    y_nhwc = conv2d_strips(x_nhwc, w_rows, padding, workspace)
-    if padding > k - 1:                  # more padding than the flipped kernel's dx can use
-        return y_nhwc, _patches_backward, (x, weight, stride, padding)
-    return y_nhwc, _strips_backward, (x.shape, x, None, weight, stride, padding)
+        return (strip_products(grid, flat, w_rows, workspace), _kept_grid_backward,
+                (grid, flat, weight, padding))
+    return (conv2d_strips(x_nhwc, w_rows, padding, workspace), _strips_backward,
+            (x, weight, stride, padding))
+
+
+def _kept_grid_backward(dy, saved):
+    """Backward of a stride-1 convolution from the grid its forward kept, which it then
+    gives back to the workspace for the next forward."""
+    grid, flat, weight, padding = saved
+    dw, dx_nhwc = conv2d_strips_backward(None, dy.transpose(0, 2, 3, 1), weight, padding,
+                                         workspace, (grid, flat))
+    grid.give_back(flat, workspace)
+    return dx_nhwc.transpose(0, 3, 1, 2), dw
 
 
 def _strips_backward(dy, saved):
-    x_shape, x, x_grid, weight, stride, padding = saved
-    dy_nhwc = dy.transpose(0, 2, 3, 1)
-    x_nhwc = None if x is None else x[:, :, ::stride, ::stride].transpose(0, 2, 3, 1)
-    dw, dx_nhwc = conv2d_strips_backward(x_nhwc, dy_nhwc, weight, padding, workspace, x_grid)
-    if x_grid is not None:
-        x_grid[0].give_back(x_grid[1], workspace)          # for the next forward
+    """Backward of a strip convolution from x (a 1x1 kernel, or a forward under no_grad)."""
+    x, weight, stride, padding = saved
+    x_nhwc = x[:, :, ::stride, ::stride].transpose(0, 2, 3, 1)
+    dw, dx_nhwc = conv2d_strips_backward(x_nhwc, dy.transpose(0, 2, 3, 1), weight, padding,
+                                         workspace)
     if stride == 1:
         return dx_nhwc.transpose(0, 3, 1, 2), dw
-    n, _, h, w = x_shape
-    dx = get_array_module(dy).zeros((n, h, w, x_shape[1]), dtype=dy.dtype)
+    n, c, h, w = x.shape
+    dx = get_array_module(dy).zeros((n, h, w, c), dtype=dy.dtype)
     dx[:, ::stride, ::stride] = dx_nhwc     # pixels the strided 1x1 kernel skipped get 0
     return dx.transpose(0, 3, 1, 2), dw
 
