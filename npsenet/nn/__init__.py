@@ -14,8 +14,8 @@ from .norm import BatchNorm2d
 from .pooling import GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d
 from .se import ChannelScale, SEBlock
 from .switch import is_fast, use_fast
-from . import functional  # noqa: E402  (the plain path)
-from . import fast  # noqa: E402  (the fast path; ns.nn.fast(flag) is the context manager)
+from . import functional  # the plain path
+from . import fast  # the fast path; ns.nn.fast(flag) is the context manager
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Conv2d", "Linear", "ReLU", "Sigmoid", "Tanh",

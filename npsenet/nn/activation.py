@@ -15,8 +15,7 @@ from .switch import active_path
 
 
 class _Elementwise(Module):
-    """What the three layers share: the input check, and dropping an earlier forward's
-    cache first (a forward under no_grad keeps nothing, so that cache would be stale)."""
+    """What the three layers share: the input check before the active path runs."""
 
     def __init__(self):
         super().__init__()
@@ -24,7 +23,6 @@ class _Elementwise(Module):
 
     def _checked(self, x):
         check_float_array(x, type(self).__name__)
-        self.cache = None
         return active_path()
 
 

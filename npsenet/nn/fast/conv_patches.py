@@ -12,7 +12,7 @@ the patch matrix in reused memory.
 from __future__ import annotations
 
 from ...backend import get_array_module
-from ..functional.conv import col2im, conv_output_size, offset_window
+from ..functional.conv import col2im, conv_output_size, copy_patches
 from .conv_strips import kernel_rows
 from .layout import channels_last
 from .workspace import Role
@@ -119,12 +119,8 @@ def im2col_reused(x, kernel, stride, padding, workspace):
     x_cnhw = x.transpose(1, 0, 2, 3)                  # a view; free for channel-major x
     if kernel == 1 and padding == 0:                  # 1x1: the patches are the pixels
         return x_cnhw[:, None, None, :, ::stride, ::stride]
-    x_pad = workspace.padded(Role.PADDED, x_cnhw, padding)
     cols = workspace.scratch(Role.PATCHES, (c, kernel, kernel, n, ho, wo), x.dtype, xp)
-    for i in range(kernel):
-        for j in range(kernel):
-            cols[:, i, j] = x_pad[offset_window(i, j, stride, ho, wo)]
-    return cols
+    return copy_patches(workspace.padded(Role.PADDED, x_cnhw, padding), cols, stride)
 
 
 def conv2d_grouped(x, weight, stride, padding, groups, workspace):

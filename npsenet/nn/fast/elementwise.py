@@ -107,15 +107,19 @@ def global_avg_pool_backward(dz, u):
     return get_array_module(dz).broadcast_to(per_channel(share, u), u.shape)
 
 
+def _scaled(a, s):
+    """a * s[:, :, None, None] for a (N, C, H, W) and s (N, C), in a's memory layout
+    (``empty_like`` keeps a channels-last layout, which the plain product might not)."""
+    xp = get_array_module(a)
+    return xp.multiply(a, per_channel(s, a), out=xp.empty_like(a))
+
+
 def channel_scale_forward(u, s):
     """As :func:`npsenet.nn.functional.channel_scale_forward`, in u's memory layout."""
-    xp = get_array_module(u)
-    return xp.multiply(u, per_channel(s, u), out=xp.empty_like(u)), (u, s)
+    return _scaled(u, s), (u, s)
 
 
 def channel_scale_backward(dy, cache):
     """As :func:`npsenet.nn.functional.channel_scale_backward`: (du, ds)."""
     u, s = cache
-    xp = get_array_module(dy)
-    du = xp.multiply(dy, per_channel(s, dy), out=xp.empty_like(dy))
-    return du, sum_of_products_over_space(dy, u)
+    return _scaled(dy, s), sum_of_products_over_space(dy, u)

@@ -18,7 +18,8 @@ Two kinds of memory, each asked for by a named :class:`Role`:
   ``give_back(role, key, array)`` or ``give_back_like(role, array)``; the next forward then
   borrows the same memory again.
 
-Nothing outside ``npsenet/nn/fast/`` uses this module.
+No layer outside ``npsenet/nn/fast/`` uses this module (notebook 01 and the tests look
+inside it).
 """
 from __future__ import annotations
 

@@ -67,7 +67,14 @@ def im2col(x, kernel: int, stride: int, padding: int):
     ho = conv_output_size(h, kernel, stride, padding)
     wo = conv_output_size(w, kernel, stride, padding)
     x_pad = pad_images(x.transpose(1, 0, 2, 3), padding)       # (C, N, H + 2p, W + 2p)
-    cols = xp.empty((c, kernel, kernel, n, ho, wo), dtype=x.dtype)
+    return copy_patches(x_pad, xp.empty((c, kernel, kernel, n, ho, wo), dtype=x.dtype), stride)
+
+
+def copy_patches(x_pad, cols, stride):
+    """im2col's loop: ``cols[:, i, j] = x_pad[:, :, s*h + i, s*w + j]`` for every kernel
+    offset (i, j), from a padded (C, N, Hp, Wp) array into cols (C, k, k, N, H', W');
+    returns cols."""
+    kernel, (ho, wo) = cols.shape[1], cols.shape[-2:]
     for i in range(kernel):
         for j in range(kernel):
             cols[:, i, j] = x_pad[offset_window(i, j, stride, ho, wo)]
