@@ -12,12 +12,13 @@ from functools import partial
 
 from ..nn import SEBlock
 from ..nn._checks import positive_int
+from ..nn.se import GATES, SQUEEZES
 from .blocks import PLACEMENTS
 from .specs import SE_DEFAULTS
 
 # the values SEBlock takes for squeeze and gate (the choices of npsenet's --squeeze, --gate)
-SQUEEZE_KINDS = ("avg", "max")
-GATE_KINDS = ("relu", "sigmoid", "tanh")
+SQUEEZE_KINDS = tuple(sorted(SQUEEZES))
+GATE_KINDS = tuple(sorted(GATES))
 # the keyword options an SE factory takes besides num_classes, reduction and bias
 SE_OPTION_NAMES = ("squeeze", "gate", "bias", "placement", "se_stages", "no_squeeze")
 SE_BLOCK_OPTIONS = ("reduction", "squeeze", "gate", "bias", "no_squeeze")
