@@ -241,7 +241,7 @@ def format_result(r):
              f"{r['image_size']}x{r['image_size']}, {r['dtype']}, {r['device']} "
              f"(median of {r['steps']} interleaved steps)",
              f"  npsenet: {r['npsenet_s'] * 1e3:8.1f} ms   {r['images_per_s']:8.0f} images/s"
-             f"   ({r.get('path', 'fast')} path)"]
+             f"   ({r['path']} path)"]
     if r.get("torch_s"):
         lines.append(f"  PyTorch: {r['torch_s'] * 1e3:8.1f} ms   "
                      f"{r['batch_size'] / r['torch_s']:8.0f} images/s")

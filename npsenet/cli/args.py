@@ -1,6 +1,6 @@
-"""Argparse helpers shared by the sub-commands: ``--device``, ``--plain``, number types that turn a
-bad value into a one-line usage error, the data options, and the options that choose a
-model and its SE ablation.
+"""Argparse helpers shared by the sub-commands: ``--device``, ``--plain``, number types
+that turn a bad value into a one-line usage error, the data options, and the options that
+choose a model and its SE ablation.
 
     npsenet train --model se_resnet20 --reduction 8 --placement pre --se-stages 1,2
 """

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..args import add_device_argument, add_model_arguments, model_from_args, positive_int
+from ..args import (SE_ARGUMENTS, add_device_argument, add_model_arguments, model_from_args,
+                    positive_int)
 
 CIFAR_INPUT, IMAGENET_INPUT = 32, 224
 
@@ -53,10 +54,8 @@ def run(args):
 
     plain_name = args.model[3:] if args.model.startswith("se_") else args.model
     se_args = argparse.Namespace(**dict(vars(args), model="se_" + plain_name))
-    plain_args = argparse.Namespace(**dict(vars(args), model=plain_name))
-    for option in ("reduction", "squeeze", "gate", "se_bias", "placement", "se_stages"):
-        setattr(plain_args, option, None)
-    plain_args.no_squeeze = False
+    plain_args = argparse.Namespace(**dict(vars(args), model=plain_name,
+                                           **dict.fromkeys(SE_ARGUMENTS)))   # no SE options
     with_se = summary(model_from_args(se_args, num_classes).to(device=args.device), shape)
     plain = summary(model_from_args(plain_args, num_classes).to(device=args.device), shape)
     print(compare_table(plain, with_se))

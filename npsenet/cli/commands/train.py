@@ -14,17 +14,15 @@ import sys
 from pathlib import Path
 
 from ..args import (DEFAULT_MODEL, SE_ARGUMENTS, add_data_arguments, add_device_argument,
-                    add_plain_argument,
-                    add_model_arguments, model_from_args, model_options_from_args,
-                    non_negative_float, non_negative_int, positive_int)
+                    add_model_arguments, add_plain_argument, model_from_args,
+                    model_options_from_args, non_negative_float, non_negative_int,
+                    positive_int)
 
 
-# the settings a resumed run keeps from its checkpoint: (argparse dest, config key)
-TRAINING_FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-                  "momentum": "momentum", "weight_decay": "weight_decay",
-                  "label_smoothing": "label_smoothing", "schedule": "schedule",
-                  "warmup_epochs": "warmup_epochs", "seed": "seed", "limit_train": "limit_train",
-                  "limit_test": "limit_test", "dataset": "dataset", "out": "out"}
+# the settings a resumed run keeps from its checkpoint (each argparse dest is the config key)
+TRAINING_FLAGS = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay",
+                  "label_smoothing", "schedule", "warmup_epochs", "seed", "limit_train",
+                  "limit_test", "dataset", "out")
 
 
 def add_parser(sub):
@@ -118,7 +116,7 @@ def _new_run(args, training):
     args.model = args.model or DEFAULT_MODEL
     dataset = args.dataset or "cifar10"
     model_from_args(args, num_classes=10)  # checks the SE options against --model
-    settings = {key: getattr(args, dest) for dest, key in TRAINING_FLAGS.items()
+    settings = {dest: getattr(args, dest) for dest in TRAINING_FLAGS
                 if dest != "out" and getattr(args, dest) is not None}
     settings.update(dataset=dataset, model_options=model_options_from_args(args),
                     data_dir=None if args.data_dir is None else str(Path(args.data_dir).resolve()),
