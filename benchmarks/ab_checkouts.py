@@ -6,10 +6,11 @@ in one process, so that a busy machine slows both alike.
     python benchmarks/ab_checkouts.py --old ../old --new-plain     # the new plain path vs old
 
 The old checkout's package is imported under another name (``npsenet_old``), the new one
-is the ``npsenet`` on the path. Both get the same model, weights seed and batch; steps
-alternate old, new, old, ... with one untimed settle step after each switch (as
-``npsenet bench`` does against PyTorch). Prints each side's median and new/old, the
-median of the pairwise ratios.
+is the ``npsenet`` on the path. Each side's step is its own ``npsenet.bench.NpsenetStep``
+(the step ``npsenet bench`` times; the old checkout needs one, as every release since
+0.1.0 has), with weights from ``manual_seed(0)``; steps alternate old, new, old, ... with
+one untimed settle step after each switch (as ``npsenet bench`` does against PyTorch).
+Prints each side's median and new/old, the median of the pairwise ratios.
 """
 from __future__ import annotations
 
@@ -34,29 +35,6 @@ def import_as(name, package_dir):
     return module
 
 
-def make_step(ns, model_name, batch_size, mode):
-    ns.manual_seed(0)
-    model = ns.models.build_model(model_name)
-    model.train(mode == "train")
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch_size, 3, 32, 32)).astype(np.float32)
-    y = rng.integers(0, 10, batch_size)
-    loss_fn = ns.nn.SoftmaxCrossEntropy()
-    opt = ns.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-    def step():
-        if mode == "eval":
-            with ns.no_grad():
-                model(x)
-            return
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        model.backward(loss_fn.backward())
-        opt.step()
-        float(loss)
-    return step
-
-
 def timed(fn):
     start = time.perf_counter()
     fn()
@@ -79,8 +57,12 @@ def main(argv=None):
     import npsenet as new
     if args.new_plain:
         new.nn.use_fast(False)
-    steps = {"old": make_step(old, args.model, args.batch_size, args.mode),
-             "new": make_step(new, args.model, args.batch_size, args.mode)}
+    steps = {}
+    for side, package in (("old", old), ("new", new)):
+        package.manual_seed(0)
+        bench = importlib.import_module(f"{package.__name__}.bench")
+        steps[side] = bench.NpsenetStep(args.model, args.batch_size, 32, np.float32, "cpu",
+                                        args.mode)
     for _ in range(args.warmup):
         for step in steps.values():
             step()
