@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..models import PLACEMENTS, build_model, model_names
+from ..models.registry import model_info
 from ..models.se_options import GATE_KINDS, SQUEEZE_KINDS
 
 DEFAULT_MODEL = "se_resnet20"
@@ -93,9 +94,10 @@ def add_model_arguments(parser):
     """Add ``--model`` and the SE options. Unset SE options keep the model's defaults."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", choices=model_names(), default=DEFAULT_MODEL, metavar="NAME",
-                       help=f"architecture (default: {DEFAULT_MODEL}): se_resnet20/32/56/110 "
-                            "and resnet20/32/56/110 for CIFAR, se_resnet50/101/152 and "
-                            "resnet50/101/152 for ImageNet")
+                       help=f"architecture (default: {DEFAULT_MODEL}), one of: "
+                            f"{', '.join(model_names())}; the *_cifar models and "
+                            "(se_)resnet20/32/56/110 are for 32x32 images, the others for "
+                            "ImageNet (docs/contract.md#models)")
     group.add_argument("--reduction", type=int, default=None,
                        help="SE reduction ratio r; hidden width max(1, C // r) (default 16)")
     group.add_argument("--squeeze", choices=SQUEEZE_KINDS, default=None,
@@ -128,7 +130,7 @@ def model_options_from_args(args):
 def model_from_args(args, num_classes):
     """Build ``args.model`` for ``num_classes`` outputs with the SE options given."""
     options = model_options_from_args(args)
-    if options and not args.model.startswith("se_"):
+    if options and not model_info(args.model).takes_se_options:
         flags = ", ".join(SE_ARGUMENTS["se_bias" if k == "bias" else k] for k in options)
         raise ValueError(f"the SE options ({flags}) apply only to SE models, but --model is "
                          f"{args.model}. "

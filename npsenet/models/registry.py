@@ -12,18 +12,41 @@ A factory is a function of keyword arguments that returns a model whose ``name``
 registered name and whose ``options`` rebuild it: ``build_model(m.name, **m.options)``.
 A new family is one module whose factories carry ``@register_model``, imported by
 ``npsenet/models/__init__.py``.
+
+What the commands need to know before they build a model comes from the registration:
+:func:`model_info` gives the default number of classes (the factory's ``num_classes``
+default), the input size (``input_size=``; by default 224 for 1000 classes and 32 for
+CIFAR's 10), whether the model takes SE options (its factory has a ``reduction``
+argument) and its plain twin, the same network without SE (``plain_twin=``; by default
+the name without its ``se_`` prefix, when that is registered).
 """
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 
 _FACTORIES = {}  # name -> factory, in registration order
+_EXTRAS = {}     # name -> {"input_size": ..., "plain_twin": ...} given at registration
 
 
-def register_model(factory=None, *, name=None):
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is known of a registered model without building it (see :func:`model_info`)."""
+
+    name: str
+    num_classes: int
+    input_size: int
+    takes_se_options: bool
+    plain_twin: str | None
+
+
+def register_model(factory=None, *, name=None, input_size=None, plain_twin=None):
     """Register ``factory`` under ``name`` (default: the function's name); returns it.
 
-    Use as ``@register_model`` or ``@register_model(name="...")``. A name registers once.
+    Use as ``@register_model`` or ``@register_model(name="...", input_size=299)``. A name
+    registers once. ``input_size``: the height and width the model is meant for (default
+    224 when the factory's ``num_classes`` defaults to 1000, else 32). ``plain_twin``: the
+    registered name of the same network without SE (default: the name without ``se_``).
     """
     def register(fn):
         key = fn.__name__ if name is None else name
@@ -32,9 +55,24 @@ def register_model(factory=None, *, name=None):
                              f"(by {_FACTORIES[key].__module__}.{_FACTORIES[key].__qualname__});"
                              " choose another name.")
         _FACTORIES[key] = fn
+        _EXTRAS[key] = {"input_size": input_size, "plain_twin": plain_twin}
         return fn
 
     return register if factory is None else register(factory)
+
+
+def model_info(name):
+    """The :class:`ModelInfo` of a registered model: default classes and input size,
+    whether it takes SE options, and the name of its plain twin (or None)."""
+    params = inspect.signature(model_factory(name)).parameters
+    num_classes = params["num_classes"].default if "num_classes" in params else 1000
+    extras = _EXTRAS[name]
+    input_size = extras["input_size"] or (224 if num_classes == 1000 else 32)
+    takes_se = "reduction" in params
+    twin = extras["plain_twin"]
+    if twin is None and takes_se and name.startswith("se_") and name[3:] in _FACTORIES:
+        twin = name[3:]
+    return ModelInfo(name, num_classes, input_size, takes_se, twin)
 
 
 def model_names():
@@ -60,6 +98,6 @@ def build_model(name, **options):
     try:
         inspect.signature(factory).bind(**options)
     except TypeError as exc:
-        hint = " (SE options need an se_ model)" if not name.startswith("se_") else ""
+        hint = "" if model_info(name).takes_se_options else " (SE options need an SE model)"
         raise ValueError(f"{name}: {exc}{hint}.") from None
     return factory(**options)

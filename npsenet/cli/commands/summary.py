@@ -14,7 +14,6 @@ import argparse
 from ..args import (SE_ARGUMENTS, add_device_argument, add_model_arguments, model_from_args,
                     positive_int)
 
-CIFAR_INPUT, IMAGENET_INPUT = 32, 224
 
 
 def add_parser(sub):
@@ -25,8 +24,8 @@ def add_parser(sub):
                                    "beside the plain ResNet of the same depth.")
     add_model_arguments(p)
     p.add_argument("--input-size", type=positive_int, default=None, metavar="H",
-                   help=f"height and width of the input (default: {CIFAR_INPUT} for the CIFAR "
-                        f"models, {IMAGENET_INPUT} for the ImageNet ones)")
+                   help="height and width of the input (default: the model's own, 32 for the "
+                        "CIFAR models, 224 for most ImageNet ones)")
     p.add_argument("--batch-size", type=positive_int, default=1, metavar="N",
                    help="images in the input batch; MACs are for the whole batch (default: 1)")
     p.add_argument("--num-classes", type=positive_int, default=None, metavar="K",
@@ -40,26 +39,42 @@ def add_parser(sub):
 
 
 def run(args):
-    from ...models.specs import spec_for
+    from ...models.registry import model_info, model_names
     from ...summary import summary
 
-    spec = spec_for(args.model)
-    size = args.input_size or (IMAGENET_INPUT if spec.imagenet_stem else CIFAR_INPUT)
-    num_classes = args.num_classes or spec.num_classes
+    info = model_info(args.model)
+    size = args.input_size or info.input_size
+    num_classes = args.num_classes or info.num_classes
     shape = (args.batch_size, 3, size, size)
     if not args.compare:
         model = model_from_args(args, num_classes).to(device=args.device)
         print(summary(model, shape))
         return 0
 
-    plain_name = args.model[3:] if args.model.startswith("se_") else args.model
-    se_args = argparse.Namespace(**dict(vars(args), model="se_" + plain_name))
+    se_name, plain_name = se_and_plain(info, model_names())
+    se_args = argparse.Namespace(**dict(vars(args), model=se_name))
     plain_args = argparse.Namespace(**dict(vars(args), model=plain_name,
                                            **dict.fromkeys(SE_ARGUMENTS)))   # no SE options
     with_se = summary(model_from_args(se_args, num_classes).to(device=args.device), shape)
     plain = summary(model_from_args(plain_args, num_classes).to(device=args.device), shape)
     print(compare_table(plain, with_se))
     return 0
+
+
+def se_and_plain(info, names):
+    """(the SE model, its plain twin) for ``--compare`` of either one."""
+    from ...models.registry import model_info
+
+    if info.takes_se_options:
+        if info.plain_twin is None:
+            raise ValueError(f"--compare: {info.name} has no registered twin without SE to "
+                             "compare with; drop --compare.")
+        return info.name, info.plain_twin
+    for name in names:
+        if model_info(name).plain_twin == info.name:
+            return name, info.name
+    raise ValueError(f"--compare: {info.name} has no SE twin; use --model with an SE model "
+                     "(e.g. se_resnet50) or drop --compare.")
 
 
 def compare_table(plain, with_se):

@@ -1,34 +1,16 @@
-"""PyTorch twins of npsenet's models: the oracle of the parity tests, the other side of
-``npsenet bench`` and of ``benchmarks/pytorch_reference.py``.
-
-The architecture (looked up by model name in :mod:`npsenet.models.specs`, the table the
-npsenet factories read), every SE option and the state_dict keys mirror
-``npsenet.models`` exactly, so weights copy across with :func:`copy_weights`. PyTorch is
-optional and test-only: this module imports it when called, and torchvision is not needed.
-"""
+"""The PyTorch twins of the (SE-)ResNets: the architecture is the model's entry in
+:data:`npsenet.models.specs.SPECS`, the table the npsenet factories read."""
 from __future__ import annotations
 
-import numpy as np
-
-from .backend import to_numpy
-from .models.specs import SE_DEFAULTS, spec_for
+from ..models.specs import SE_DEFAULTS, SPECS, spec_for
+from .registry import register_twin, torch_module
 
 
-def _torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - exercised only without torch
-        raise RuntimeError("this needs PyTorch, an optional dependency: "
-                           "pip install torch==2.13.0 (the CPU build)") from exc
-    return torch
-
-
-def build_torch_model(name, **options):
-    """The PyTorch model equal to ``npsenet.models.build_model(name, **options)``.
-
-    The architecture is the model's entry in :data:`npsenet.models.specs.SPECS`; the
-    options default as npsenet's factories default them.
-    """
+@register_twin(*SPECS)
+def build_torch_spec_model(name, **options):
+    """The PyTorch model equal to ``npsenet.models.build_model(name, **options)`` for the
+    (SE-)ResNets of :data:`~npsenet.models.specs.SPECS`; the options default as npsenet's
+    factories default them."""
     spec = spec_for(name)
     se = None
     if spec.se:
@@ -48,7 +30,7 @@ def build_torch_resnet(spec, num_classes, se=None, se_stages=None):
             no_squeeze and placement.
         se_stages: the stage numbers, from 1, that carry SE (default: all).
     """
-    torch = _torch()
+    torch = torch_module()
     nn = torch.nn
 
     class SEBlock(nn.Module):
@@ -151,11 +133,3 @@ def build_torch_resnet(spec, num_classes, se=None, se_stages=None):
             return self.fc(x.mean((2, 3)))
 
     return ResNet()
-
-
-def copy_weights(np_model, torch_model):
-    """Load npsenet's parameters and buffers into the PyTorch twin (same keys), in place."""
-    torch = _torch()
-    state = {k: torch.from_numpy(np.array(to_numpy(v))) for k, v in np_model.state_dict().items()}
-    torch_model.load_state_dict(state, strict=True)
-    return torch_model
