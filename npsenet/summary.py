@@ -18,10 +18,13 @@ How MACs are counted (one multiply-add = 1):
 * ``BatchNorm2d``: one per output element (in eval mode it is y = a · x + b).
 * ``GlobalAvgPool2d`` (the squeeze): one per input element,
   z_c = Σ_ij u_c(i, j) / (H W) being a weighted sum.
+* ``AvgPool2d``: k · k per output element, one per input element of each window
+  (y = Σ_ij x_pad(s h + i, s w + j) / k², a weighted sum; padding counted).
 * the SE's scale x̃_c = s_c · u_c: one per output element (a row ``<block>.se`` of type
   ``scale``).
 * no MACs for ReLU, sigmoid, tanh, max pooling and the residual addition (comparisons,
-  elementwise functions and additions, not multiply-adds).
+  elementwise functions and additions, not multiply-adds), nor for ``Flatten``,
+  ``ChannelShuffle``, ``Dropout`` and ``Concat`` (they only move or mask values).
 
 With these rules ResNet-50 at 224x224 takes 4.100 G MACs: 4.087 G in its convolutions,
 2 M in ``fc`` (together the 4.09 G usually quoted) and 11 M in batch norm. SE-ResNet-50
@@ -36,7 +39,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from .nn import BatchNorm2d, ChannelScale, Conv2d, GlobalAvgPool2d, Linear, SEBlock, no_grad
+from .nn import (AvgPool2d, BatchNorm2d, ChannelScale, Conv2d, GlobalAvgPool2d, Linear, SEBlock,
+                 no_grad)
 
 Row = namedtuple("Row", ["name", "kind", "output_shape", "params", "macs"])
 
@@ -52,6 +56,8 @@ def _macs(module, inputs, output):
         return int(output.size)
     if isinstance(module, GlobalAvgPool2d):
         return int(inputs[0].size)
+    if isinstance(module, AvgPool2d):
+        return int(output.size) * module.kernel_size * module.kernel_size
     return 0
 
 

@@ -1,5 +1,6 @@
 """Pooling layers: the squeeze F_sq of the SE block (global average, and global max from
-the paper's ablation), and the max pool of the ImageNet stem. The pairs they call are
+the paper's ablation), the max pool of the ImageNet stem, and the k x k average pool of
+the Inception, ShuffleNet and transition stages. The pairs they call are
 ``functional/pool.py`` (``notebooks/03_squeeze.ipynb``).
 """
 from __future__ import annotations
@@ -57,6 +58,26 @@ class GlobalMaxPool2d(Module):
         return path.global_max_pool_backward(dout, cache)
 
 
+def _window_arguments(layer, kernel_size, stride, padding):
+    """(k, s, p) checked as PyTorch's pools check them: k, s >= 1, 0 <= p <= k // 2."""
+    k = pair(kernel_size, "kernel_size", layer, 1)
+    s = pair(stride if stride is not None else k, "stride", layer, 1)
+    p = pair(padding, "padding", layer, 0)
+    if p > k // 2:
+        raise ValueError(f"{layer}: padding ({p}) must be at most half the kernel size ({k}), "
+                         "as in PyTorch.")
+    return k, s, p
+
+
+def _check_window_input(x, layer, k, s, p):
+    """A 4-D float input whose padded spatial size holds at least one k x k window."""
+    check_input(x, layer, 4, "(N, C, H, W)")
+    h, w = x.shape[2:]
+    if conv_output_size(h, k, s, p) < 1 or conv_output_size(w, k, s, p) < 1:
+        raise ValueError(f"{layer}: input of spatial size {h}x{w} (padding {p}) is smaller "
+                         f"than the {k}x{k} window; use a larger input or a smaller kernel.")
+
+
 class MaxPool2d(Module):
     """k x k max pooling with stride s and padding p (padding counts as -inf), as in
     PyTorch: y[n, c, h, w] = max_{i,j} x_pad[n, c, s*h + i, s*w + j].
@@ -69,25 +90,16 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = pair(kernel_size, "kernel_size", "MaxPool2d", 1)
-        self.stride = pair(stride if stride is not None else self.kernel_size,
-                           "stride", "MaxPool2d", 1)
-        self.padding = pair(padding, "padding", "MaxPool2d", 0)
-        if self.padding > self.kernel_size // 2:
-            raise ValueError(f"MaxPool2d: padding ({self.padding}) must be at most half the "
-                             f"kernel size ({self.kernel_size}), as in PyTorch.")
+        self.kernel_size, self.stride, self.padding = _window_arguments(
+            "MaxPool2d", kernel_size, stride, padding)
         self.cache = None
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
     def forward(self, x):
-        check_input(x, f"MaxPool2d({self.extra_repr()})", 4, "(N, C, H, W)")
-        h, w = x.shape[2:]
         k, s, p = self.kernel_size, self.stride, self.padding
-        if conv_output_size(h, k, s, p) < 1 or conv_output_size(w, k, s, p) < 1:
-            raise ValueError(f"MaxPool2d: input of spatial size {h}x{w} is smaller than the "
-                             f"{k}x{k} window.")
+        _check_window_input(x, f"MaxPool2d({self.extra_repr()})", k, s, p)
         path = active_path()
         y, cache = path.max_pool2d_forward(x, k, s, p)
         return self.keep(path, cache, y)
@@ -95,3 +107,39 @@ class MaxPool2d(Module):
     def backward(self, dout):
         path, cache = self.kept(dout)
         return path.max_pool2d_backward(dout, cache)
+
+
+class AvgPool2d(Module):
+    """k x k average pooling with stride s and zero padding p, as PyTorch's
+    ``nn.AvgPool2d`` (``count_include_pad=True``, floor mode): the padding's zeros count
+    in the mean,
+
+        y[n, c, h, w] = 1/k^2 sum_{i,j} x_pad[n, c, s*h + i, s*w + j].
+
+    forward(x): (N, C, H, W) -> (N, C, H', W'), H' = floor((H + 2p - k)/s) + 1.
+    backward(dy): (N, C, H', W') -> dx (N, C, H, W); every pixel of a window gets
+    dy / k^2 from it (dy[n, c, h, w] / k^2 for each x_pad[n, c, s*h + i, s*w + j]);
+    overlapping windows add, and the padding's share is dropped.
+
+    ``stride`` defaults to ``kernel_size``; ``padding`` may be at most k // 2.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = _window_arguments(
+            "AvgPool2d", kernel_size, stride, padding)
+        self.cache = None
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+    def forward(self, x):
+        k, s, p = self.kernel_size, self.stride, self.padding
+        _check_window_input(x, f"AvgPool2d({self.extra_repr()})", k, s, p)
+        path = active_path()
+        y, cache = path.avg_pool2d_forward(x, k, s, p)
+        return self.keep(path, cache, y)
+
+    def backward(self, dout):
+        path, cache = self.kept(dout)
+        return path.avg_pool2d_backward(dout, cache)

@@ -14,11 +14,15 @@ The layers of ``npsenet.nn`` call these pairs when the fast path is off
 from .activation import (relu_backward, relu_forward, sigmoid, sigmoid_backward,
                          sigmoid_forward, tanh_backward, tanh_forward)
 from .conv import col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col, pad_images
+from .dropout import dropout_backward, dropout_forward
 from .linear import linear_backward, linear_forward
 from .loss import log_softmax, softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from .norm import batchnorm_backward, batchnorm_eval_forward, batchnorm_forward
-from .pool import (global_avg_pool_backward, global_avg_pool_forward, global_max_pool_backward,
-                   global_max_pool_forward, max_pool2d_backward, max_pool2d_forward)
+from .pool import (avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward,
+                   global_avg_pool_forward, global_max_pool_backward, global_max_pool_forward,
+                   max_pool2d_backward, max_pool2d_forward)
+from .reshape import (channel_shuffle_backward, channel_shuffle_forward, flatten_backward,
+                      flatten_forward)
 from .se import channel_scale_backward, channel_scale_forward
 
 __all__ = [
@@ -29,7 +33,9 @@ __all__ = [
     "tanh_forward", "tanh_backward",
     "global_avg_pool_forward", "global_avg_pool_backward",
     "global_max_pool_forward", "global_max_pool_backward",
-    "max_pool2d_forward", "max_pool2d_backward",
+    "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+    "flatten_forward", "flatten_backward", "channel_shuffle_forward", "channel_shuffle_backward",
+    "dropout_forward", "dropout_backward",
     "channel_scale_forward", "channel_scale_backward",
     "log_softmax", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
 ]

@@ -1,10 +1,13 @@
 """Pooling: the squeeze F_sq of the SE block (global average, and global max from the
-paper's ablation), and the max pool of the ImageNet stem. See ``notebooks/03_squeeze.ipynb``.
+paper's ablation), the max pool of the ImageNet stem, and the k x k average pool of the
+Inception, ShuffleNet and VGG-style stems and transitions. See ``notebooks/03_squeeze.ipynb``.
 
     global average   z_c = 1/(H W) sum_{i,j} u_c(i, j)     du_c(i, j) = dz_c / (H W)
     global max       z_c = max_{i,j} u_c(i, j)             du_c(i, j) = dz_c at the arg max, else 0
     max pool         y[n, c, h, w] = max_{i,j} x_pad[n, c, s*h + i, s*w + j]
                      (padding counts as -inf; each output's gradient goes to its window's winner)
+    average pool     y[n, c, h, w] = 1/k^2 sum_{i,j} x_pad[n, c, s*h + i, s*w + j]
+                     (zero padding counted in the k^2; each window pixel gets dy / k^2)
 """
 from __future__ import annotations
 
@@ -79,4 +82,44 @@ def max_pool2d_backward(dy, cache):
             winner = (x_pad[window] == y) & inside[window] & ~routed
             dx_pad[window] += dy * winner
             routed |= winner
+    return dx_pad[:, :, p:p + h, p:p + w]
+
+
+def avg_pool2d_forward(x, kernel, stride, padding):
+    """y (N, C, H', W'), the mean of each k x k window of x (N, C, H, W), stride s, zero
+    padding p counted in the mean (PyTorch's ``count_include_pad=True``), floor mode:
+
+        y[n, c, h, w] = 1/k^2 sum_{i,j} x_pad[n, c, s*h + i, s*w + j]
+        H' = floor((H + 2p - k)/s) + 1
+
+    A loop over the k*k window offsets, each a strided view of the whole batch; the
+    cache is (x's shape, kernel, stride, padding)."""
+    h, w = x.shape[2:]
+    ho = conv_output_size(h, kernel, stride, padding)
+    wo = conv_output_size(w, kernel, stride, padding)
+    x_pad = pad_images(x, padding)
+    total = None
+    for i in range(kernel):
+        for j in range(kernel):
+            window = x_pad[offset_window(i, j, stride, ho, wo)]
+            total = window.copy() if total is None else total + window
+    y = total / (kernel * kernel)
+    return y, (x.shape, kernel, stride, padding)
+
+
+def avg_pool2d_backward(dy, cache):
+    """dy (N, C, H', W') -> dx (N, C, H, W). Each output is a weighted sum with weight
+    1/k^2 on every pixel of its window, so
+
+        dx_pad[n, c, s*h + i, s*w + j] += dy[n, c, h, w] / k^2   for every offset (i, j);
+
+    overlapping windows add (strided ``+=`` per offset), and the padding's share is dropped."""
+    (n, c, h, w), kernel, stride, p = cache
+    xp = get_array_module(dy)
+    ho, wo = dy.shape[2:]
+    share = dy / (kernel * kernel)
+    dx_pad = xp.zeros((n, c, h + 2 * p, w + 2 * p), dtype=dy.dtype)
+    for i in range(kernel):
+        for j in range(kernel):
+            dx_pad[offset_window(i, j, stride, ho, wo)] += share
     return dx_pad[:, :, p:p + h, p:p + w]
