@@ -1,9 +1,10 @@
 """The fast convolution: the plain path's pair ``conv2d_forward`` / ``conv2d_backward``
-(same arguments, same results), choosing one of three algorithms by the layer's shape.
+(same arguments, same results), choosing one of four algorithms by the layer's shape.
 
-    stride 1 (or 1x1, no padding)   conv_strips.py    matrix products over strip views
-    other strides                   conv_patches.py   copies of kernel-row strips
-    groups > 1                      conv_patches.py   the patch matrix in reused memory
+    stride 1 (or 1x1, no padding)      conv_strips.py     matrix products over strip views
+    other strides                      conv_patches.py    copies of kernel-row strips
+    depthwise (groups = C_in = C_out)  conv_depthwise.py  k*k shifted multiply-adds
+    other groups > 1                   conv_patches.py    the patch matrix in reused memory
 
 Outputs and input gradients are channels-last (``layout.py``). A stride-1 convolution
 keeps its input's filled strip grid from forward to backward, whose weight gradient
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from ...backend import get_array_module
 from ..module import is_grad_enabled
+from .conv_depthwise import conv2d_depthwise, conv2d_depthwise_backward, is_depthwise
 from .conv_patches import (conv2d_grouped, conv2d_grouped_backward, conv2d_patches,
                            conv2d_patches_backward)
 from .conv_strips import StripGrid, conv2d_strips, conv2d_strips_backward, kernel_rows, \
@@ -27,7 +29,10 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0, groups=1):
     channels-last, and a cache ``(backward, saved, has_bias)`` naming the algorithm's
     backward and what it needs."""
     k = weight.shape[-1]
-    if groups > 1:
+    if is_depthwise(x.shape, weight.shape, groups):
+        y = conv2d_depthwise(x, weight, stride, padding, workspace)
+        backward, saved = _depthwise_backward, (x, weight, stride, padding)
+    elif groups > 1:
         y = conv2d_grouped(x, weight, stride, padding, groups, workspace)
         backward, saved = _grouped_backward, (x, weight, stride, padding, groups)
     elif stride == 1 or (k == 1 and padding == 0):
@@ -99,6 +104,12 @@ def _patches_backward(dy, saved):
     dw, dx_nhwc = conv2d_patches_backward(x.transpose(0, 2, 3, 1), dy.transpose(0, 2, 3, 1),
                                           weight, stride, padding, workspace)
     return dx_nhwc.transpose(0, 3, 1, 2), dw
+
+
+def _depthwise_backward(dy, saved):
+    x, weight, stride, padding = saved
+    dw, dx = conv2d_depthwise_backward(x, dy, weight, stride, padding, workspace)
+    return dx, dw
 
 
 def _grouped_backward(dy, saved):
