@@ -6,7 +6,7 @@ backward sums the gradients that reach the input along each path.
     Concat          y = [b_1(x), ..., b_K(x)] on the channel axis
                     dx = sum_k b_k.backward(dy[:, channels of b_k])
     ScaledResidual  y = ReLU(x + λ f(x))
-                    d = ReLU'(x + λ f(x)) ⊙ dy,   dx = d + λ f.backward(d)
+                    d = ReLU'(x + λ f(x)) ⊙ dy,   dx = d + f.backward(λ d)
 """
 from __future__ import annotations
 
@@ -99,9 +99,11 @@ class ScaledResidual(Module):
 
     backward(dy): with d = ReLU'(x + λ f(x)) ⊙ dy (d = dy without the ReLU),
 
-        dx = d + λ f.backward(d)
+        dx = d + f.backward(λ d)
 
-    (the identity path and the branch, summed; dy is not written into).
+    the identity path and the branch, summed. The branch receives λ d, the gradient of
+    its own output: scaling the result of f.backward(d) instead would give the same dx
+    but leave the gradients f adds into its parameters unscaled. dy is not written into.
 
     Args:
         branch: the residual function f; its output must have x's shape.
@@ -145,4 +147,4 @@ class ScaledResidual(Module):
         check_dout(dout, shape, "ScaledResidual", dtype)
         self.release_cache()
         d = self.relu.backward(dout) if self.activation else dout
-        return d + self.scale * self.branch.backward(d)
+        return d + self.branch.backward(self.scale * d)
