@@ -95,7 +95,7 @@ class ScaledResidual(Module):
     """The residual connection of Inception-ResNet (Szegedy et al., AAAI 2017, Sec. 3.3),
     with the branch's output scaled by λ before the addition:
 
-        y = ReLU(x + λ f(x))            (y = x + λ f(x) when ``activation=False``)
+        y = ReLU(x + λ f(x))            (y = x + λ f(x) without the ReLU)
 
     backward(dy): with d = ReLU'(x + λ f(x)) ⊙ dy (d = dy without the ReLU),
 
@@ -108,7 +108,8 @@ class ScaledResidual(Module):
     Args:
         branch: the residual function f; its output must have x's shape.
         scale: λ (the paper scales by 0.1 to 0.3 to keep very wide networks stable).
-        activation: apply the final ReLU (sub-module ``relu``).
+        activation: apply the final ReLU (sub-module ``relu``); ``False`` leaves
+            y = x + λ f(x).
 
     Shapes: x (N, C, H, W) (any shape f accepts) -> y of x's shape.
     """

@@ -1,6 +1,6 @@
-"""``Dropout``: inverted dropout before the classifier (SENet-154 uses p = 0.2, Hu et al.,
-TPAMI 2019, Sec. 6.1; the Inception and MobileNet heads use it too). The pair it calls is
-``functional/dropout.py``.
+"""``Dropout``: inverted dropout before the classifier (SENet-154 drops 0.2 of its pooled
+features, Hu et al., TPAMI 2019, appendix "Details of SENet-154"; the Inception and MobileNet
+heads use it too). The pair it calls is ``functional/dropout.py``.
 """
 from __future__ import annotations
 
