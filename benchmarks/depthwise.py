@@ -4,7 +4,7 @@
 forward and backward, interleaved in one process.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 benchmarks/depthwise.py
-    python3 benchmarks/depthwise.py --repeats 31 --batch-size 32
+    python3 benchmarks/depthwise.py --repeats 31 --torch-threads 1
 
 Each repeat runs, for every shape, the three sides one after the other (each with one
 untimed settle call first, as ``npsenet bench`` does after a switch of framework), so a
@@ -87,7 +87,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch.set_num_threads (default: PyTorch's own choice)")
     args = parser.parse_args(argv)
+    if torch is not None and args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     rng = np.random.default_rng(0)
     cases = []
     for c, size, stride in SHAPES:
@@ -111,8 +115,9 @@ def main(argv=None):
                 times[shape, name, "backward"].append(timed(backward))
 
     ms = {key: 1e3 * statistics.median(values) for key, values in times.items()}
+    threads = f", PyTorch threads: {torch.get_num_threads()}" if torch is not None else ""
     print(f"depthwise 3x3, padding 1, batch {args.batch_size}, float32: median ms of "
-          f"{args.repeats} interleaved repeats")
+          f"{args.repeats} interleaved repeats{threads}")
     header = f"{'C':>4} {'size':>5} {'s':>2}  {'part':<8} {'depthwise':>9} {'grouped':>8}"
     header += f" {'torch':>7}" if torch is not None else ""
     header += f"  {'grouped/dw':>10}" + (f" {'dw/torch':>9}" if torch is not None else "")
