@@ -122,7 +122,7 @@ def test_options_record_everything():
                                   bias=True, placement="pre", se_stages=(3, 1), no_squeeze=True)
     assert model.options == {"num_classes": 100, "reduction": 8, "squeeze": "max",
                              "gate": "tanh", "bias": True, "placement": "pre",
-                             "se_stages": [1, 3], "no_squeeze": True}
+                             "se_stages": [1, 3], "no_squeeze": True, "divisor": 1}
     assert ns.models.resnet20(num_classes=7).options == {"num_classes": 7}
     assert ns.models.se_resnet50().options["bias"] is True
     assert ns.models.se_resnet20().options["bias"] is False
@@ -145,7 +145,7 @@ def test_bad_options_raise_clear_errors(bad, words):
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="unknown model"):
         ns.models.build_model("se_resnet18")
-    with pytest.raises(ValueError, match="SE options need an se_ model"):
+    with pytest.raises(ValueError, match="SE options need an SE model"):
         ns.models.build_model("resnet20", reduction=8)
 
 
@@ -566,7 +566,7 @@ def test_model_arguments_build_the_model_they_describe():
     assert model.name == "se_resnet32"
     assert model.options == {"num_classes": 100, "reduction": 8, "squeeze": "max", "gate": "tanh",
                              "bias": True, "placement": "pre", "se_stages": [1, 3],
-                             "no_squeeze": True}
+                             "no_squeeze": True, "divisor": 1}
 
 
 def test_model_arguments_defaults_are_the_models():

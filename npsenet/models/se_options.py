@@ -5,6 +5,9 @@ into the layer factory the residual blocks take.
     # {"reduction": 16, "squeeze": "avg", "gate": "tanh", "bias": False,
     #  "placement": "standard", "se_stages": [1, 2, 3], "no_squeeze": False}
     se_layer = se_layer_factory(config)            # channels -> SEBlock(channels, ...)
+
+Families without residual placements (VGG, Inception, MobileNet, ...) take the SE block's
+own options only: ``se_block_config(name, reduction, bias, options)``.
 """
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ from .specs import SE_DEFAULTS
 SQUEEZE_KINDS = tuple(sorted(SQUEEZES))
 GATE_KINDS = tuple(sorted(GATES))
 # the keyword options an SE factory takes besides num_classes, reduction and bias
-SE_OPTION_NAMES = ("squeeze", "gate", "bias", "placement", "se_stages", "no_squeeze")
-SE_BLOCK_OPTIONS = ("reduction", "squeeze", "gate", "bias", "no_squeeze")
+SE_OPTION_NAMES = ("squeeze", "gate", "bias", "placement", "se_stages", "no_squeeze",
+                   "divisor")
+SE_BLOCK_OPTIONS = ("reduction", "squeeze", "gate", "bias", "no_squeeze", "divisor")
 
 
 def se_config(name, num_stages, reduction, bias, options):
@@ -44,7 +48,24 @@ def se_config(name, num_stages, reduction, bias, options):
             "bias": bool(bias), "placement": given["placement"],
             "se_stages": (list(range(1, num_stages + 1)) if stages is None
                           else stage_list(name, stages, num_stages)),
-            "no_squeeze": bool(given["no_squeeze"])}
+            "no_squeeze": bool(given["no_squeeze"]),
+            "divisor": positive_int(given["divisor"], "divisor", name)}
+
+
+def se_block_config(name, reduction, bias, options, divisor=1):
+    """The SE block options of model ``name`` (a family without placements or stages),
+    checked and completed with the defaults: reduction, squeeze, gate, bias, no_squeeze
+    and divisor (default ``divisor``), the SE part of ``model.options``."""
+    allowed = [k for k in SE_BLOCK_OPTIONS if k not in ("reduction", "bias")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"{name}: unknown SE option(s) {unknown}; the options are "
+                         f"reduction, bias, {', '.join(allowed)}.")
+    given = dict(SE_DEFAULTS, **{"divisor": divisor, **options})
+    return {"reduction": positive_int(reduction, "reduction", name),
+            "squeeze": given["squeeze"], "gate": given["gate"], "bias": bool(bias),
+            "no_squeeze": bool(given["no_squeeze"]),
+            "divisor": positive_int(given["divisor"], "divisor", name)}
 
 
 def stage_list(name, stages, num_stages):
@@ -62,5 +83,6 @@ def stage_list(name, stages, num_stages):
 
 
 def se_layer_factory(config):
-    """``channels -> SEBlock(channels, reduction=..., ...)`` for a config from :func:`se_config`."""
+    """``channels -> SEBlock(channels, reduction=..., ...)`` for a config from
+    :func:`se_config` or :func:`se_block_config`."""
     return partial(SEBlock, **{key: config[key] for key in SE_BLOCK_OPTIONS})

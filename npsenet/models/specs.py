@@ -23,7 +23,7 @@ CIFAR_CLASSES, IMAGENET_CLASSES = 10, 1000
 
 # the SE options every SE model defaults to (``bias`` differs by family: see ResNetSpec)
 SE_DEFAULTS = {"reduction": 16, "squeeze": "avg", "gate": "sigmoid", "placement": "standard",
-               "no_squeeze": False}
+               "no_squeeze": False, "divisor": 1}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,15 @@ SQUEEZES = {"avg": GlobalAvgPool2d, "max": GlobalMaxPool2d}
 GATES = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU}
 
 
+def hidden_width(channels, reduction, divisor=1):
+    """The excitation's hidden width: ``max(1, C // r)`` for divisor 1, else C / r rounded
+    to the nearest multiple of the divisor and at least the divisor (timm's
+    ``make_divisible(C / r, divisor, round_limit=0)``)."""
+    if divisor == 1:
+        return max(1, channels // reduction)
+    return max(divisor, int(channels / reduction + divisor / 2) // divisor * divisor)
+
+
 class ChannelScale(Module):
     """F_scale: x̃_c = s_c · u_c, channel-wise multiplication.
 
@@ -63,12 +72,15 @@ class SEBlock(Module):
 
     Args:
         channels: C.
-        reduction: r; the hidden width is ``max(1, C // r)``.
+        reduction: r; the hidden width is ``max(1, C // r)`` (with ``divisor`` 1).
         squeeze: ``"avg"`` (the paper's choice) or ``"max"``.
         gate: ``"sigmoid"`` (the paper's choice), ``"tanh"`` or ``"relu"``.
         bias: whether fc1 and fc2 carry biases (torchvision-style SE-ResNet-50 uses them).
         no_squeeze: the paper's NoSqueeze ablation: no pooling; fc1 and fc2 become
             1x1 convolutions applied at every position, so s has shape (N, C, H, W).
+        divisor: d; when above 1 the hidden width is C / r rounded to the nearest multiple
+            of d, and at least d (timm's ``rd_divisor``: ``make_divisible(C / r, d)``), e.g.
+            C = 64, r = 16, d = 8 gives 8 hidden units instead of 4.
 
     Sub-modules (state_dict keys): ``fc1`` (C/r <- C) and ``fc2`` (C <- C/r).
     After each forward, ``gate_values`` holds s (N, C): the excitations the paper
@@ -79,10 +91,11 @@ class SEBlock(Module):
     """
 
     def __init__(self, channels, reduction=16, squeeze="avg", gate="sigmoid", bias=False,
-                 no_squeeze=False):
+                 no_squeeze=False, divisor=1):
         super().__init__()
         self.channels = positive_int(channels, "channels", "SEBlock")
         self.reduction = positive_int(reduction, "reduction", "SEBlock")
+        self.divisor = positive_int(divisor, "divisor", "SEBlock")
         if squeeze not in SQUEEZES:
             raise ValueError(f"SEBlock: squeeze must be one of {sorted(SQUEEZES)}, "
                              f"got {squeeze!r}.")
@@ -90,7 +103,7 @@ class SEBlock(Module):
             raise ValueError(f"SEBlock: gate must be one of {sorted(GATES)}, got {gate!r}.")
         self.squeeze_kind, self.gate_kind = squeeze, gate
         self.no_squeeze = bool(no_squeeze)
-        self.hidden = max(1, self.channels // self.reduction)
+        self.hidden = hidden_width(self.channels, self.reduction, self.divisor)
         if self.no_squeeze:
             self.fc1 = Conv2d(self.channels, self.hidden, 1, bias=bias)
             self.fc2 = Conv2d(self.hidden, self.channels, 1, bias=bias)
@@ -112,6 +125,8 @@ class SEBlock(Module):
             s += f", gate={self.gate_kind!r}"
         if self.no_squeeze:
             s += ", no_squeeze=True"
+        if self.divisor != 1:
+            s += f", divisor={self.divisor}"
         return s
 
     def forward(self, u):

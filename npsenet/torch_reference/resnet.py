@@ -20,6 +20,14 @@ def build_torch_spec_model(name, **options):
                               options.get("se_stages"))
 
 
+def se_hidden_width(channels, reduction, divisor=1):
+    """max(1, C // r), or with a divisor above 1 timm's make_divisible(C / r, divisor)."""
+    if divisor == 1:
+        return max(1, channels // reduction)
+    rounded = int(channels / reduction + divisor / 2) // divisor * divisor
+    return max(divisor, rounded)
+
+
 def build_torch_resnet(spec, num_classes, se=None, se_stages=None):
     """The PyTorch ResNet of a :class:`~npsenet.models.specs.ResNetSpec`.
 
@@ -35,9 +43,9 @@ def build_torch_resnet(spec, num_classes, se=None, se_stages=None):
 
     class SEBlock(nn.Module):
         def __init__(self, channels, reduction=16, squeeze="avg", gate="sigmoid", bias=False,
-                     no_squeeze=False):
+                     no_squeeze=False, divisor=1):
             super().__init__()
-            hidden = max(1, channels // reduction)
+            hidden = se_hidden_width(channels, reduction, divisor)
             self.no_squeeze, self.squeeze_kind = no_squeeze, squeeze
             if no_squeeze:
                 self.fc1 = nn.Conv2d(channels, hidden, 1, bias=bias)
