@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import npsenet as ns
-from npsenet.backend import to_device, to_numpy
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
@@ -17,65 +16,18 @@ tnn = torch.nn
 from npsenet.models.resnet import resnet_from_spec  # noqa: E402
 from npsenet.models.se_options import se_config  # noqa: E402
 from npsenet.models.specs import ResNetSpec  # noqa: E402
-from npsenet.torch_reference import (build_torch_model, build_torch_resnet,  # noqa: E402
-                                     copy_weights)
+from npsenet.torch_reference import build_torch_resnet, copy_weights  # noqa: E402
+
+from parity import TOL, compare_with_torch, rel, torch_twin  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("code_path")   # on the fast and the plain path
 
-TOL = 1e-9
 
 
 # -- the reference: npsenet.torch_reference, a PyTorch model built from the paper -----------
-def torch_twin(model):
-    """A float64 PyTorch model with the architecture of an npsenet model (no weights copied)."""
-    return build_torch_model(model.name, **model.options).double()
-
-
-def rel(a, b):
-    """max |a - b| / max |b|: the error relative to the array's scale."""
-    a, b = to_numpy(a).astype(np.float64), to_numpy(b).astype(np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
-
-
 def compare(model, x_shape, seed=0, device="cpu", reference=None):
-    """Train-mode step and eval forward of ``model`` (float64, on ``device``) and its
-    PyTorch twin (on the CPU; by default the one its name and options describe)."""
-    model = model.to(dtype=np.float64)
-    reference = copy_weights(model, reference.double() if reference else torch_twin(model))
-    model.to(device=device)
-    rng = np.random.default_rng(seed)
-    x_host = rng.standard_normal(x_shape)
-    dlogits_host = rng.standard_normal((x_shape[0], model.fc.out_features))
-    x, dlogits = to_device(x_host, device), to_device(dlogits_host, device)
-
-    # train mode: batch statistics, gradients, running statistics
-    model.train()
-    reference.train()
-    logits = model(x)
-    model.zero_grad()
-    dx = model.backward(dlogits)
-    xt = torch.from_numpy(x_host.copy()).requires_grad_(True)
-    logits_t = reference(xt)
-    (logits_t * torch.from_numpy(dlogits_host)).sum().backward()
-    assert rel(logits, logits_t.detach().numpy()) < TOL
-    assert rel(dx, xt.grad.numpy()) < TOL
-    torch_params = dict(reference.named_parameters())
-    assert set(torch_params) == {name for name, _ in model.named_parameters()}
-    for name, p in model.named_parameters():
-        assert rel(p.grad, torch_params[name].grad.numpy()) < TOL, name
-    torch_state = reference.state_dict()
-    for key, value in model.state_dict().items():
-        if "running" in key:
-            assert rel(value, torch_state[key].numpy()) < TOL, key
-        elif key.endswith("num_batches_tracked"):
-            assert int(value) == int(torch_state[key]) == 1, key
-
-    # eval mode: running statistics
-    model.eval()
-    reference.eval()
-    with torch.no_grad():
-        expected = reference(torch.from_numpy(x_host)).numpy()
-    assert rel(model(x), expected) < TOL
+    """Train-mode step and eval forward against the twin (tests/parity.py)."""
+    compare_with_torch(model, x_shape, seed, device, reference)
 
 
 # -- the comparisons ----------------------------------------------------------------------
