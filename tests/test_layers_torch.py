@@ -234,6 +234,25 @@ def test_max_pool_matches_torch(case, device):
              lambda t: F.max_pool2d(t, k, stride=s, padding=p), [x], device, rng)
 
 
+@pytest.mark.parametrize("case", POOL_CASES, ids=[
+    f"n{c[0]}-c{c[1]}-{c[2]}x{c[3]}-k{c[4]}s{c[5]}p{c[6]}" for c in POOL_CASES])
+def test_max_pool_in_ceil_mode_matches_torch(case, device):
+    """ceil_mode=True (the Caffe models' pooling): the same windows and sizes as torch's,
+    the last one running past the padding where the stride leaves a remainder."""
+    n, c, h, w, k, s, p = case
+    rng = np.random.default_rng(abs(hash(case)) % 2**32 + 1)
+    x = rng.permutation(n * c * h * w).reshape(n, c, h, w) * 0.1 - 1.0
+    run_both(ns.nn.MaxPool2d(k, stride=s, padding=p, ceil_mode=True),
+             lambda t: F.max_pool2d(t, k, stride=s, padding=p, ceil_mode=True), [x], device, rng)
+
+
+def test_max_pool_ceil_mode_sizes_are_torch_sizes():
+    for h, k, s, p in [(112, 3, 2, 0), (56, 3, 2, 0), (7, 2, 2, 0), (8, 3, 3, 1), (5, 3, 2, 1)]:
+        y = ns.nn.MaxPool2d(k, s, p, ceil_mode=True)(np.zeros((1, 1, h, h)))
+        expected = F.max_pool2d(torch.zeros(1, 1, h, h), k, s, p, ceil_mode=True).shape
+        assert y.shape == tuple(expected), (h, k, s, p)
+
+
 def test_max_pool_with_ties_routes_like_torch(device):
     """Constant windows: torch gives the whole gradient to the first position; so must we."""
     x = np.zeros((1, 2, 5, 5))

@@ -82,26 +82,32 @@ class MaxPool2d(Module):
     """k x k max pooling with stride s and padding p (padding counts as -inf), as in
     PyTorch: y[n, c, h, w] = max_{i,j} x_pad[n, c, s*h + i, s*w + j].
 
-    forward(x): (N, C, H, W) -> (N, C, H', W'), H' = floor((H + 2p - k)/s) + 1.
+    forward(x): (N, C, H, W) -> (N, C, H', W'), H' = floor((H + 2p - k)/s) + 1, or with
+    ``ceil_mode=True`` (the Caffe models': BN-Inception, SENet-154) ceil((H + 2p - k)/s) + 1,
+    less one if the last window would start in the right-hand padding (PyTorch's rule).
     backward(dy): each output's gradient goes to the input pixel that won its window
     (the first one in row-major window order on ties, like PyTorch); overlapping
     windows add.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
         self.kernel_size, self.stride, self.padding = _window_arguments(
             "MaxPool2d", kernel_size, stride, padding)
+        if not isinstance(ceil_mode, bool):
+            raise ValueError(f"MaxPool2d: ceil_mode must be True or False, got {ceil_mode!r}.")
+        self.ceil_mode = ceil_mode
         self.cache = None
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        s = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return s + (", ceil_mode=True" if self.ceil_mode else "")
 
     def forward(self, x):
         k, s, p = self.kernel_size, self.stride, self.padding
         _check_window_input(x, f"MaxPool2d({self.extra_repr()})", k, s, p)
         path = active_path()
-        y, cache = path.max_pool2d_forward(x, k, s, p)
+        y, cache = path.max_pool2d_forward(x, k, s, p, self.ceil_mode)
         return self.keep(path, cache, y)
 
     def backward(self, dout):

@@ -47,16 +47,38 @@ def global_max_pool_backward(dz, cache):
     return (one_hot * dz[:, :, None]).reshape(n, c, h, w)
 
 
-def max_pool2d_forward(x, kernel, stride, padding):
+def pool_output_size(size, kernel, stride, padding, ceil_mode=False):
+    """H' of a pooling window, as PyTorch computes it: floor((H + 2p - k)/s) + 1, or with
+    ``ceil_mode`` ceil((H + 2p - k)/s) + 1, less one if the last window would start in
+    the right-hand padding."""
+    if not ceil_mode:
+        return conv_output_size(size, kernel, stride, padding)
+    out = -(-(size + 2 * padding - kernel) // stride) + 1
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def max_pool2d_forward(x, kernel, stride, padding, ceil_mode=False):
     """y (N, C, H', W'), the max over each k x k window (stride s, padding p as -inf).
 
+    With ``ceil_mode`` the last window may run past the padding (H' from
+    :func:`pool_output_size`): x is padded with -inf far enough on the right and bottom.
     A loop over the k*k window offsets, each a strided view of the whole batch; the
     cache is (x's shape, the padded x, y, kernel, stride, padding)."""
     xp = get_array_module(x)
     h, w = x.shape[2:]
-    ho = conv_output_size(h, kernel, stride, padding)
-    wo = conv_output_size(w, kernel, stride, padding)
+    ho = pool_output_size(h, kernel, stride, padding, ceil_mode)
+    wo = pool_output_size(w, kernel, stride, padding, ceil_mode)
     x_pad = pad_images(x, padding, value=-float("inf"))
+    extra_h = (ho - 1) * stride + kernel - x_pad.shape[2]   # > 0 only in ceil mode
+    extra_w = (wo - 1) * stride + kernel - x_pad.shape[3]
+    if extra_h > 0 or extra_w > 0:
+        grown = xp.full(x_pad.shape[:2] + (x_pad.shape[2] + max(extra_h, 0),
+                                           x_pad.shape[3] + max(extra_w, 0)),
+                        -float("inf"), dtype=x.dtype)
+        grown[:, :, :x_pad.shape[2], :x_pad.shape[3]] = x_pad
+        x_pad = grown
     y = None
     for i in range(kernel):
         for j in range(kernel):
@@ -74,7 +96,8 @@ def max_pool2d_backward(dy, cache):
     h, w = x_shape[2:]
     ho, wo = y.shape[2:]
     dx_pad = xp.zeros(x_pad.shape, dtype=dy.dtype)
-    inside = pad_images(xp.ones(x_shape, dtype=bool), p, value=False)  # padding never wins
+    inside = xp.zeros(x_pad.shape, dtype=bool)                 # padding never wins
+    inside[:, :, p:p + h, p:p + w] = True
     routed = xp.zeros(y.shape, dtype=bool)              # windows whose max already got dy
     for i in range(kernel):
         for j in range(kernel):
