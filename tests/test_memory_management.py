@@ -189,3 +189,20 @@ def test_a_forward_under_no_grad_drops_what_an_earlier_forward_kept(make):
     assert layer.__dict__.get("cache") is None
     with pytest.raises(ValueError, match="no_grad"):
         layer.backward(np.ones_like(y))
+
+
+@pytest.mark.parametrize("k, stride, padding, groups", [(3, 2, 0, 1), (3, 1, 0, 1), (3, 2, 1, 1),
+                                                        (1, 2, 0, 1), (3, 2, 0, 2), (3, 2, 0, 4)])
+def test_fast_conv_backward_never_returns_workspace_memory(k, stride, padding, groups):
+    """dx is the caller's to keep: a second backward of the same shape must not change
+    the first one's dx (the fast path's reused buffers stay inside it)."""
+    rng = np.random.default_rng(0)
+    conv = ns.nn.Conv2d(4, 4, k, stride=stride, padding=padding, bias=False, groups=groups)
+    x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    with ns.nn.fast(True):
+        y = conv(x)
+        dx = conv.backward(rng.standard_normal(y.shape).astype(np.float32))
+        kept = dx.copy()
+        conv(rng.standard_normal(x.shape).astype(np.float32))
+        conv.backward(rng.standard_normal(y.shape).astype(np.float32))
+    np.testing.assert_array_equal(dx, kept)

@@ -7,7 +7,8 @@ and the measurements behind each choice.
         loss = loss_fn(model(x), y)
 
 Files: ``ops.py`` (the pairs the layers call), ``conv.py`` (which convolution algorithm
-runs), ``conv_strips.py`` and ``conv_patches.py`` (the algorithms), ``elementwise.py``
+runs), ``conv_strips.py``, ``conv_patches.py`` and ``conv_depthwise.py`` (the
+algorithms; the last for one filter per channel, MobileNet's and ShuffleNet's), ``elementwise.py``
 (ReLU, batch norm, squeeze and scale), ``layout.py`` (channels-last memory and the
 per-channel sums and broadcasts that are fast in it), ``workspace.py`` (reused memory).
 Nothing outside this folder handles memory layouts or reused buffers.

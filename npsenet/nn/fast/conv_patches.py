@@ -104,7 +104,8 @@ def conv2d_patches_backward(x_nhwc, dy_nhwc, weight, stride, padding, workspace)
             view = _row_strips(dx_pad, k, i, stride, ho, wo, step, first)
             # one 2-D product (a 4-D operand would make matmul loop over N and H')
             view += xp.matmul(dy_part, w_rows[i].T, out=term).reshape(view.shape)
-    dx = xp.ascontiguousarray(dx_pad[:, padding:padding + h, padding:padding + w])
+    # a copy even without padding: dx_pad is the workspace's, reused by the next backward
+    dx = dx_pad[:, padding:padding + h, padding:padding + w].copy()
     return dw, dx
 
 
