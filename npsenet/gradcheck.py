@@ -146,6 +146,17 @@ def _layer_cases():
         ("SEBlock(8, r=4)", nn.SEBlock(8, reduction=4, bias=True), (rng.standard_normal((2, 8, 4, 4)),)),
         ("SoftmaxCrossEntropy(ls=0.1)", nn.SoftmaxCrossEntropy(label_smoothing=0.1),
          (rng.standard_normal((4, 5)), labels)),
+        # the SE family's layers (drawn after the others, whose inputs stay as they were)
+        ("Conv2d(4, 4, k=3, s=2, p=1, groups=4) (depthwise)", nn.Conv2d(4, 4, 3, 2, 1, groups=4),
+         (rng.standard_normal((2, 4, 7, 6)),)),
+        ("AvgPool2d(3, s=2, p=1)", nn.AvgPool2d(3, 2, 1), (rng.standard_normal((2, 2, 7, 7)),)),
+        ("MaxPool2d(3, s=2, ceil_mode)", nn.MaxPool2d(3, 2, ceil_mode=True), (distinct((2, 2, 8, 8)),)),
+        ("Flatten", nn.Flatten(), (rng.standard_normal((2, 3, 2, 2)),)),
+        ("ChannelShuffle(3)", nn.ChannelShuffle(3), (rng.standard_normal((2, 6, 3, 3)),)),
+        ("Concat(conv 1x1, conv 3x3)", nn.Concat(nn.Conv2d(3, 2, 1), nn.Conv2d(3, 4, 3, padding=1)),
+         (rng.standard_normal((2, 3, 4, 4)),)),
+        ("ScaledResidual(conv 3x3, 0.2)", nn.ScaledResidual(nn.Conv2d(3, 3, 3, padding=1), 0.2),
+         (away_from_zero((2, 3, 4, 4)),)),
     ]
 
 

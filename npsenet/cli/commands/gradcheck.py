@@ -20,12 +20,13 @@ def run(args):
 
     rows = gradcheck_all()
     width = max(len(r[0]) for r in rows)
-    print(f"{'layer':<{width}}  {'gradient':<11}  {'rel. error':>10}  ok")
-    print("-" * (width + 30))
+    name_width = max(11, max(len(r[1]) for r in rows))
+    print(f"{'layer':<{width}}  {'gradient':<{name_width}}  {'rel. error':>10}  ok")
+    print("-" * (width + name_width + 19))
     failures = 0
     for layer, name, err in rows:
         ok = err < THRESHOLD
         failures += not ok
-        print(f"{layer:<{width}}  {name:<11}  {err:10.2e}  {'yes' if ok else 'NO'}")
+        print(f"{layer:<{width}}  {name:<{name_width}}  {err:10.2e}  {'yes' if ok else 'NO'}")
     print(f"\n{len(rows) - failures} of {len(rows)} gradients within {THRESHOLD:g}.")
     return 1 if failures else 0
