@@ -14,6 +14,9 @@ Files are written atomically (:func:`atomic_write`): to a temporary file in the 
 folder, flushed to disk, then renamed over the target, so a crash never leaves a
 half-written checkpoint. The trainer writes its ``metrics.csv`` and ``curves.png`` the same
 way.
+
+Weights of timm and senet.pytorch, and ``.safetensors`` files in and out:
+:func:`load_pretrained`, :func:`save_safetensors` and the rest of :mod:`npsenet.weights`.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ import numpy as np
 
 from .backend import to_numpy
 from .models import build_model
+from .weights import (convert_state_dict, detect_source, load_pretrained,  # noqa: F401
+                      load_safetensors, safetensors_metadata, save_safetensors)
 
 FORMAT = 1
 HEADER_KEY = "__npsenet__"
