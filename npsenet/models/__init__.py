@@ -16,6 +16,7 @@ from .registry import build_model, model_names, register_model
 from .resnet import (ResNet, resnet20, resnet32, resnet50, resnet56, resnet101, resnet110,
                      resnet152, se_resnet20, se_resnet32, se_resnet50, se_resnet56,
                      se_resnet101, se_resnet110, se_resnet152)
+from .vgg import VGG, se_vgg16_bn, se_vgg16_bn_cifar, vgg16_bn, vgg16_bn_cifar
 
 # the names of the families above, in registration order; model_names() also lists any
 # registered later
@@ -25,4 +26,5 @@ __all__ = ["MODEL_NAMES", "PLACEMENTS", "BasicBlock", "Bottleneck", "ResNet", "R
            "build_model", "gate_values", "model_names", "register_model",
            "se_resnet20", "se_resnet32", "se_resnet56", "se_resnet110",
            "resnet20", "resnet32", "resnet56", "resnet110",
-           "se_resnet50", "se_resnet101", "se_resnet152", "resnet50", "resnet101", "resnet152"]
+           "se_resnet50", "se_resnet101", "se_resnet152", "resnet50", "resnet101", "resnet152",
+           "VGG", "se_vgg16_bn", "vgg16_bn", "se_vgg16_bn_cifar", "vgg16_bn_cifar"]

@@ -17,6 +17,7 @@ import numpy as np
 from ..backend import to_numpy
 from .registry import register_twin, torch_module, twin_builder, twin_names
 from . import resnet  # noqa: F401  (registers the (SE-)ResNets)
+from . import vgg  # noqa: F401  (registers VGG-16 and SE-VGG-16)
 from .resnet import build_torch_resnet
 
 
