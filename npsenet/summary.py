@@ -13,7 +13,8 @@ gate values; like any forward under ``no_grad``, it leaves nothing cached for ba
 
 How MACs are counted (one multiply-add = 1):
 
-* ``Conv2d``: C_out · H' · W' · (C_in / g) · k · k per sample (bias additions not counted).
+* ``Conv2d``: C_out · H' · W' · (C_in / g) · k · k per sample (bias additions not counted);
+  ``FactorizedConv2d`` (a kh x kw kernel): C_out · H' · W' · C_in · kh · kw.
 * ``Linear``: in · out per sample (the SE's W1 and W2, and ``fc``).
 * ``BatchNorm2d``: one per output element (in eval mode it is y = a · x + b).
 * ``GlobalAvgPool2d`` (the squeeze): one per input element,
@@ -41,6 +42,7 @@ import numpy as np
 
 from .nn import (AvgPool2d, BatchNorm2d, ChannelScale, Conv2d, GlobalAvgPool2d, Linear, SEBlock,
                  no_grad)
+from .nn.factorized_conv import FactorizedConv2d
 
 Row = namedtuple("Row", ["name", "kind", "output_shape", "params", "macs"])
 
@@ -50,6 +52,8 @@ def _macs(module, inputs, output):
     if isinstance(module, Conv2d):
         k = module.kernel_size
         return int(np.prod(output.shape)) * (module.in_channels // module.groups) * k * k
+    if isinstance(module, FactorizedConv2d):
+        return int(np.prod(output.shape)) * int(np.prod(module.weight.shape[1:]))
     if isinstance(module, Linear):
         return int(np.prod(output.shape)) * module.in_features
     if isinstance(module, BatchNorm2d):
