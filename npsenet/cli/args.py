@@ -17,7 +17,8 @@ DEFAULT_MODEL = "se_resnet20"
 # argparse destination -> the model option it sets
 SE_ARGUMENTS = {"reduction": "--reduction", "squeeze": "--squeeze", "gate": "--gate",
                 "se_bias": "--se-bias", "placement": "--placement",
-                "se_stages": "--se-stages", "no_squeeze": "--no-squeeze"}
+                "se_stages": "--se-stages", "no_squeeze": "--no-squeeze",
+                "divisor": "--divisor"}
 
 
 # -- devices and numbers -------------------------------------------------------------------
@@ -108,11 +109,15 @@ def add_model_arguments(parser):
                        help="biases in the SE's fc1 and fc2 (default: off for CIFAR models, "
                             "on for ImageNet ones)")
     group.add_argument("--placement", choices=PLACEMENTS, default=None,
-                       help="where the SE block sits in the residual block (default standard)")
+                       help="where the SE block sits in the residual block (default standard; "
+                            "3x3: on the output of the bottleneck's 3x3 convolution)")
     group.add_argument("--se-stages", type=parse_stages, default=None, metavar="1,2,...",
                        help="stages that carry SE blocks (default: all)")
     group.add_argument("--no-squeeze", action="store_true", default=False,
                        help="the NoSqueeze ablation: 1x1 convolutions, no pooling")
+    group.add_argument("--divisor", type=positive_int, default=None, metavar="D",
+                       help="round the SE's hidden width C / r to a multiple of D (timm's "
+                            "rd_divisor; default: the model's, 1 = max(1, C // r))")
     return parser
 
 

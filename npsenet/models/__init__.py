@@ -16,6 +16,10 @@ from .registry import build_model, model_names, register_model
 from .resnet import (ResNet, resnet20, resnet32, resnet50, resnet56, resnet101, resnet110,
                      resnet152, se_resnet20, se_resnet32, se_resnet50, se_resnet56,
                      se_resnet101, se_resnet110, se_resnet152)
+from .resnet import (resnet18, resnet34, resnext50_32x4d, resnext101_32x4d, resnext_cifar,
+                     se_resnet18, se_resnet34, se_resnext50_32x4d, se_resnext101_32x4d,
+                     se_resnext_cifar)
+from .senet import SENet, SEBottleneck, senet154
 from .mobilenet import (MobileNetV1, mobilenet_v1, mobilenet_v1_cifar, se_mobilenet_v1,
                         se_mobilenet_v1_cifar)
 from .vgg import VGG, se_vgg16_bn, se_vgg16_bn_cifar, vgg16_bn, vgg16_bn_cifar
@@ -29,6 +33,9 @@ __all__ = ["MODEL_NAMES", "PLACEMENTS", "BasicBlock", "Bottleneck", "ResNet", "R
            "se_resnet20", "se_resnet32", "se_resnet56", "se_resnet110",
            "resnet20", "resnet32", "resnet56", "resnet110",
            "se_resnet50", "se_resnet101", "se_resnet152", "resnet50", "resnet101", "resnet152",
+           "se_resnet18", "resnet18", "se_resnet34", "resnet34", "se_resnext50_32x4d",
+           "resnext50_32x4d", "se_resnext101_32x4d", "resnext101_32x4d", "se_resnext_cifar",
+           "resnext_cifar", "SENet", "SEBottleneck", "senet154",
            "VGG", "se_vgg16_bn", "vgg16_bn", "se_vgg16_bn_cifar", "vgg16_bn_cifar",
            "MobileNetV1", "se_mobilenet_v1", "mobilenet_v1", "se_mobilenet_v1_cifar",
            "mobilenet_v1_cifar"]

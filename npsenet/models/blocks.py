@@ -6,22 +6,35 @@ and the shortcut is the identity, or a 1x1 convolution with batch norm (``downsa
 where the stride or the channel count changes.
 
 The SE block (the paper's Sec. 3) recalibrates channels somewhere in the block. The four
-integrations of the paper's Sec. 6.5 (Fig. 5) are ``placement``:
+integrations of the paper's Sec. 6.5 (Fig. 5) and the one of its Table 15 (TPAMI 2019)
+are ``placement``:
 
     standard  y = ReLU(SE(F(x)) + shortcut(x))      after the branch's last BN (the paper's)
     pre       y = ReLU(F(SE(x)) + shortcut(x))      on the block input, before the branch
     post      y = SE(ReLU(F(x) + shortcut(x)))      after the addition and the final ReLU
     identity  y = ReLU(F(x) + SE(shortcut(x)))      on the shortcut, parallel to the branch
+    3x3       inside the branch, F = last(SE(inner(x)))
+
+For ``3x3`` the branch is split before its last convolution: ``inner`` is everything up to
+and including the ReLU that feeds it, ``last`` is that convolution and its BN. In a
+Bottleneck the SE block then sits on the 3x3 convolution's output, after its BN and ReLU
+(the paper's SE_3x3, TPAMI 2019, Table 15), and is as wide as that convolution (the
+bottleneck width, 4x narrower than C_out in a ResNet, hence its fewer parameters). A
+BasicBlock has no 3x3-then-1x1 pair; the same split puts the SE block after the first 3x3
+convolution's BN and ReLU, before the second 3x3 convolution (``planes`` wide), which makes
+a CIFAR SE-ResNet-20 ablation of the placement possible.
 
 The SE layer comes in as a factory, ``se_layer(channels) -> Module`` (e.g.
-``functools.partial(ns.nn.SEBlock, reduction=16)``), called with C_in for ``pre`` and C_out
-for the other placements; ``se_layer=None`` gives a plain block.
+``functools.partial(ns.nn.SEBlock, reduction=16)``), called with C_in for ``pre``, the
+inner width for ``3x3`` and C_out for the other placements; ``se_layer=None`` gives a plain
+block.
 
 Backward. x reaches the output along two paths, the branch and the shortcut, so
 
     dL/dx = dL/dx|branch + dL/dx|shortcut
 
 each found by running the layers of its path backwards from dL/d(F(x) + shortcut(x)).
+With ``3x3`` the SE block's backward runs between those of ``last`` and ``inner``.
 """
 from __future__ import annotations
 
@@ -30,14 +43,16 @@ from functools import partial
 from ..nn import BatchNorm2d, Conv2d, Module, ReLU, SEBlock, Sequential
 from ..nn._checks import positive_int
 
-PLACEMENTS = ("standard", "pre", "post", "identity")
+PLACEMENTS = ("standard", "pre", "post", "identity", "3x3")
 
 
 class ResidualBlock(Module):
     """What BasicBlock and Bottleneck share: the shortcut, the SE layer and its placement.
 
     Subclasses build their branch layers, then call :meth:`_add_shortcut_and_se`, and
-    implement ``_branch_forward(x)`` and ``_branch_backward(dout)``.
+    implement ``_branch_forward(x)`` and ``_branch_backward(dout)``, calling
+    ``self._inner_se(out)`` / ``self._inner_se_backward(d)`` at the input of the branch's
+    last convolution (the ``3x3`` placement; the identity for the others).
 
     forward(x): (N, C_in, H, W) -> (N, C_out, H/s, W/s) with C_out = planes * expansion.
     backward(dy): dy of the output's shape -> dx of the input's shape, the sum of the
@@ -47,11 +62,15 @@ class ResidualBlock(Module):
     expansion = 1
 
     def _add_shortcut_and_se(self, in_channels, out_channels, stride, se_layer, placement,
-                             se=None):
+                             se=None, *, inner_channels=None, downsample_kernel=1):
         """The SE layer (``se_layer(channels)``, or none), then the shortcut, then the ReLU.
 
         ``se``: the older form of the SE arguments, ``{"placement": ..., "block": SEBlock
         keyword arguments}``, the same as ``se_layer=partial(SEBlock, **se["block"])``.
+        ``inner_channels``: the channels at the input of the branch's last convolution
+        (the width of the ``3x3`` placement's SE layer). ``downsample_kernel``: k of the
+        projection shortcut's convolution (1, torchvision's; SENet-154 uses 3 with
+        padding 1), padding k // 2.
         """
         kind = type(self).__name__
         if se is not None:
@@ -68,16 +87,26 @@ class ResidualBlock(Module):
                              f"{placement!r}.")
         self.placement = None if se_layer is None else placement
         if se_layer is not None:
-            self.se = se_layer(in_channels if placement == "pre" else out_channels)
+            widths = {"pre": in_channels, "3x3": inner_channels}
+            self.se = se_layer(widths.get(placement, out_channels))
         else:
             self.se = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = Sequential(
-                Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                Conv2d(in_channels, out_channels, downsample_kernel, stride=stride,
+                       padding=downsample_kernel // 2, bias=False),
                 BatchNorm2d(out_channels))
         else:
             self.downsample = None
         self.relu_out = ReLU(inplace=True)
+
+    def _inner_se(self, out):
+        """The ``3x3`` placement's SE layer on the input of the branch's last convolution."""
+        return self.se(out) if self.placement == "3x3" else out
+
+    def _inner_se_backward(self, d):
+        """The backward of :meth:`_inner_se`."""
+        return self.se.backward(d) if self.placement == "3x3" else d
 
     def forward(self, x):
         branch_input = self.se(x) if self.placement == "pre" else x
@@ -109,7 +138,9 @@ class ResidualBlock(Module):
 
 
 class BasicBlock(ResidualBlock):
-    """F(x) = BN(conv3x3(ReLU(BN(conv3x3_s(x))))), the CIFAR ResNets' block (expansion 1).
+    """F(x) = BN(conv3x3(ReLU(BN(conv3x3_s(x))))), the CIFAR ResNets' and ResNet-18/34's
+    block (expansion 1). With ``placement="3x3"``, F(x) = BN(conv3x3(SE(ReLU(BN(conv3x3_s(x)))))),
+    an SE layer ``planes`` wide.
 
     Args:
         in_channels: C_in.
@@ -136,14 +167,16 @@ class BasicBlock(ResidualBlock):
         self.relu1 = ReLU(inplace=True)
         self.conv2 = Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = BatchNorm2d(planes)
-        self._add_shortcut_and_se(in_channels, planes, stride, se_layer, placement, se)
+        self._add_shortcut_and_se(in_channels, planes, stride, se_layer, placement, se,
+                                  inner_channels=planes)
 
     def _branch_forward(self, x):
-        return self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        out = self._inner_se(self.relu1(self.bn1(self.conv1(x))))
+        return self.bn2(self.conv2(out))
 
     def _branch_backward(self, dout):
-        return self.conv1.backward(self.bn1.backward(self.relu1.backward(
-            self.conv2.backward(self.bn2.backward(dout)))))
+        d = self._inner_se_backward(self.conv2.backward(self.bn2.backward(dout)))
+        return self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
 
 
 class Bottleneck(ResidualBlock):
@@ -152,7 +185,9 @@ class Bottleneck(ResidualBlock):
     The stride sits on the 3x3 convolution (torchvision's "ResNet v1.5"). The 1x1 and 3x3
     convolutions are ``width = int(planes * base_width / 64) * groups`` wide and the 3x3
     one has ``groups`` groups (torchvision's semantics: groups=32, base_width=4 is
-    ResNeXt-50 32x4d's block); the defaults give width = planes, ResNet's block.
+    ResNeXt-50 32x4d's block); the defaults give width = planes, ResNet's block. With
+    ``placement="3x3"`` the SE layer (``width`` wide) sits after the 3x3 convolution's BN
+    and ReLU, before the last 1x1 convolution (the paper's SE_3x3, TPAMI 2019, Table 15).
 
     Args:
         in_channels: C_in.
@@ -187,14 +222,15 @@ class Bottleneck(ResidualBlock):
         self.relu2 = ReLU(inplace=True)
         self.conv3 = Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = BatchNorm2d(out_channels)
-        self._add_shortcut_and_se(in_channels, out_channels, stride, se_layer, placement, se)
+        self._add_shortcut_and_se(in_channels, out_channels, stride, se_layer, placement, se,
+                                  inner_channels=width)
 
     def _branch_forward(self, x):
         out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self._inner_se(self.relu2(self.bn2(self.conv2(out))))
         return self.bn3(self.conv3(out))
 
     def _branch_backward(self, dout):
-        d = self.conv3.backward(self.bn3.backward(dout))
+        d = self._inner_se_backward(self.conv3.backward(self.bn3.backward(dout)))
         d = self.conv2.backward(self.bn2.backward(self.relu2.backward(d)))
         return self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))

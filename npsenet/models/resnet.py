@@ -1,13 +1,41 @@
-"""ResNets and SE-ResNets: the network, and one registered factory per model name.
+"""ResNets, ResNeXts and their SE versions: the network, and one registered factory per
+model name.
 
     model = se_resnet20()                        # 274,490 parameters
     model = se_resnet50(placement="pre")         # an SE ablation
+    model = se_resnext50_32x4d(placement="3x3")  # the paper's SE_3x3 (TPAMI 2019, Table 15)
     model = build_model("resnet56", num_classes=100)
 
-The architectures (blocks per stage, widths, default classes and SE bias) are the table in
-:mod:`npsenet.models.specs`; the residual blocks, their SE placements and their backward
-passes are in :mod:`npsenet.models.blocks`. Every factory sets ``model.name`` and
-``model.options``, so ``build_model(model.name, **model.options)`` rebuilds the model.
+The architectures (blocks per stage, widths, groups, default classes and SE bias and
+divisor) are the table in :mod:`npsenet.models.specs`; the residual blocks, their SE
+placements and their backward passes are in :mod:`npsenet.models.blocks`. Every factory
+sets ``model.name`` and ``model.options``, so ``build_model(model.name, **model.options)``
+rebuilds the model. SENet-154, whose blocks differ, is :mod:`npsenet.models.senet`.
+
+Cost. The paper's TPAMI 2019 Table 2 gives GFLOPs at 224x224 for the ResNeXts (it has
+no ResNet-18/34). ``npsenet summary --model NAME`` counts MACs with the rules of
+:mod:`npsenet.summary`: convolutions and ``fc``, plus batch norm (one per output element)
+and, in the SE models, the squeeze and the scale (one per element each):
+
+    model                 parameters    summary MACs     of which conv+fc   paper (Table 2)
+    resnet18              11,689,512    1,816,582,144    1.814 G            --
+    se_resnet18           11,779,624    1,818,175,488    1.814 G            --
+    resnet34              21,797,672    3,667,524,608    3.664 G            --
+    se_resnet34           21,960,416    3,670,443,008    3.664 G            --
+    resnext50_32x4d       25,028,904    4,244,980,736    4.230 G            4.24
+    se_resnext50_32x4d    27,559,896    4,258,534,400    4.233 G            4.25
+    resnext101_32x4d      44,177,704    7,991,321,600    7.970 G            7.99
+    se_resnext101_32x4d   48,955,416    8,013,927,424    7.975 G            8.00
+
+The convolutions and the classifier alone come 0.2-0.3% below the paper's figures; the
+totals, with batch norm, 0.01-0.2% above them (the paper rounds to 0.01 G and does not
+state what it counts). SE adds
+13.6 M (SE-ResNeXt-50) and 22.6 M (SE-ResNeXt-101) MACs here: 2.5 M and 4.7 M in its FC
+layers, the rest in the squeeze and the scale; the paper's +0.01 G is the same order.
+
+CIFAR: ResNet-18/34's CIFAR counterparts are the (SE-)ResNet-20/32/56/110 below (basic
+blocks, 16/32/64 channels, no early downsampling); ResNeXt's is ``resnext_cifar``, a
+small ResNeXt-29 (see its docstring).
 """
 from __future__ import annotations
 
@@ -121,6 +149,7 @@ def _plain_resnet(name, num_classes):
 
 def _se_resnet(name, num_classes, reduction, bias, se_options):
     spec = spec_for(name)
+    se_options = {"divisor": spec.se_divisor, **se_options}
     config = se_config(name, spec.num_stages, reduction, bias, se_options)
     model = resnet_from_spec(spec, num_classes, config)
     model.name, model.options = name, {"num_classes": num_classes, **config}
@@ -315,3 +344,157 @@ def resnet152(num_classes=1000):
         num_classes: outputs of ``fc``.
     """
     return _plain_resnet("resnet152", num_classes)
+
+
+# -- ImageNet basic-block ResNets (torchvision's ResNet-18/34; SE as timm's seresnet18/34) -
+# SE options as above, and divisor: the SE's hidden width is C / r rounded to a multiple of
+# the divisor (timm's rd_divisor 8: 8, 8, 16, 32 hidden units in stages 1-4, not 4, 8,
+# 16, 32); divisor=1 gives the paper's max(1, C // r).
+
+@register_model
+def se_resnet18(num_classes=1000, reduction=16, bias=True, divisor=8, **se_options):
+    """SE-ResNet-18 (timm's seresnet18), 11,779,624 parameters with the defaults.
+
+    Basic-block stages (2, 2, 2, 2) of 64, 128, 256, 512 channels, the 7x7/2 stem and
+    3x3/2 max pool, an SE block with biases in every block.
+
+    Args:
+        num_classes: outputs of ``fc``.
+        reduction: r.
+        bias: biases in the SE's two FC layers (on, as timm's).
+        divisor: the SE's hidden width is C / r rounded to a multiple of it (timm's 8).
+        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze.
+    """
+    return _se_resnet("se_resnet18", num_classes, reduction, bias,
+                      dict(se_options, divisor=divisor))
+
+
+@register_model
+def resnet18(num_classes=1000):
+    """ResNet-18 (torchvision's), 11,689,512 parameters: basic-block stages (2, 2, 2, 2),
+    no SE.
+
+    Args:
+        num_classes: outputs of ``fc``.
+    """
+    return _plain_resnet("resnet18", num_classes)
+
+
+@register_model
+def se_resnet34(num_classes=1000, reduction=16, bias=True, divisor=8, **se_options):
+    """SE-ResNet-34 (timm's seresnet34), 21,960,416 parameters with the defaults.
+
+    Basic-block stages (3, 4, 6, 3) of 64, 128, 256, 512 channels, an SE block with biases
+    in every block.
+
+    Args:
+        num_classes: outputs of ``fc``.
+        reduction: r.
+        bias: biases in the SE's two FC layers (on, as timm's).
+        divisor: the SE's hidden width is C / r rounded to a multiple of it (timm's 8).
+        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze.
+    """
+    return _se_resnet("se_resnet34", num_classes, reduction, bias,
+                      dict(se_options, divisor=divisor))
+
+
+@register_model
+def resnet34(num_classes=1000):
+    """ResNet-34 (torchvision's), 21,797,672 parameters: basic-block stages (3, 4, 6, 3),
+    no SE.
+
+    Args:
+        num_classes: outputs of ``fc``.
+    """
+    return _plain_resnet("resnet34", num_classes)
+
+
+# -- ResNeXt (Xie et al.; 32 groups of width 4 at 64 planes, "32x4d") ---------------------
+# The bottleneck ResNets with a grouped 3x3 convolution; the SE-ResNeXts of the paper's
+# TPAMI 2019 Table 2 (SE with biases, as timm's seresnext*_32x4d; timm's divisor 8 and the
+# paper's max(1, C // r) give the same hidden widths 16 ... 128 here).
+
+@register_model
+def se_resnext50_32x4d(num_classes=1000, reduction=16, bias=True, **se_options):
+    """SE-ResNeXt-50 (32x4d), 27,559,896 parameters with the defaults.
+
+    Grouped-bottleneck stages (3, 4, 6, 3), 3x3 convolutions of 32 groups and width 128,
+    256, 512, 1024, an SE block in every block.
+
+    Args:
+        num_classes: outputs of ``fc``.
+        reduction: r; the SE's hidden width is max(1, C // r).
+        bias: biases in the SE's two FC layers (on by default for the ImageNet models).
+        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze, divisor.
+    """
+    return _se_resnet("se_resnext50_32x4d", num_classes, reduction, bias, se_options)
+
+
+@register_model
+def resnext50_32x4d(num_classes=1000):
+    """ResNeXt-50 32x4d (torchvision's), 25,028,904 parameters: grouped-bottleneck stages
+    (3, 4, 6, 3), no SE.
+
+    Args:
+        num_classes: outputs of ``fc``.
+    """
+    return _plain_resnet("resnext50_32x4d", num_classes)
+
+
+@register_model
+def se_resnext101_32x4d(num_classes=1000, reduction=16, bias=True, **se_options):
+    """SE-ResNeXt-101 (32x4d), 48,955,416 parameters with the defaults.
+
+    Grouped-bottleneck stages (3, 4, 23, 3), an SE block in every block.
+
+    Args:
+        num_classes: outputs of ``fc``.
+        reduction: r; the SE's hidden width is max(1, C // r).
+        bias: biases in the SE's two FC layers (on by default for the ImageNet models).
+        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze, divisor.
+    """
+    return _se_resnet("se_resnext101_32x4d", num_classes, reduction, bias, se_options)
+
+
+@register_model
+def resnext101_32x4d(num_classes=1000):
+    """ResNeXt-101 32x4d, 44,177,704 parameters: grouped-bottleneck stages (3, 4, 23, 3),
+    no SE.
+
+    Args:
+        num_classes: outputs of ``fc``.
+    """
+    return _plain_resnet("resnext101_32x4d", num_classes)
+
+
+# -- ResNeXt for 32x32 images ---------------------------------------------------------------
+
+@register_model
+def se_resnext_cifar(num_classes=10, reduction=16, bias=False, **se_options):
+    """SE-ResNeXt for 32x32 images (a small ResNeXt-29), 236,506 parameters with the
+    defaults.
+
+    A 3x3/1 stem of 16 channels, then 3 stages of 3 grouped bottlenecks (planes 16, 32, 64,
+    outputs 64, 128, 256; 3x3 convolutions of 4 groups, 16, 32, 64 wide, i.e. 4x4d), no
+    early downsampling, an SE block in every block; an epoch of 4,660 images trains in
+    under a minute on 2 cores (fast path). It is also the CIFAR version of SENet-154, an
+    SE-ResNeXt with wider groups and a deeper stem (:mod:`npsenet.models.senet`).
+
+    Args:
+        num_classes: outputs of ``fc``.
+        reduction: r; the SE's hidden width is max(1, C // r).
+        bias: biases in the SE's two FC layers (off by default for the CIFAR models).
+        **se_options: squeeze, gate, placement, se_stages (from 1..3), no_squeeze, divisor.
+    """
+    return _se_resnet("se_resnext_cifar", num_classes, reduction, bias, se_options)
+
+
+@register_model
+def resnext_cifar(num_classes=10):
+    """ResNeXt for 32x32 images (a small ResNeXt-29), 204,250 parameters: the
+    network of :func:`se_resnext_cifar` without SE.
+
+    Args:
+        num_classes: outputs of ``fc``.
+    """
+    return _plain_resnet("resnext_cifar", num_classes)

@@ -17,6 +17,7 @@ import numpy as np
 from ..backend import to_numpy
 from .registry import register_twin, torch_module, twin_builder, twin_names
 from . import resnet  # noqa: F401  (registers the (SE-)ResNets)
+from . import senet  # noqa: F401  (registers SENet-154)
 from . import vgg  # noqa: F401  (registers VGG-16 and SE-VGG-16)
 from . import mobilenet  # noqa: F401  (registers MobileNet and SE-MobileNet)
 from .resnet import build_torch_resnet

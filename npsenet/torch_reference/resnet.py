@@ -2,6 +2,8 @@
 :data:`npsenet.models.specs.SPECS`, the table the npsenet factories read."""
 from __future__ import annotations
 
+import functools
+
 from ..models.specs import SE_DEFAULTS, SPECS, spec_for
 from .registry import register_twin, torch_module
 
@@ -16,6 +18,7 @@ def build_torch_spec_model(name, **options):
     if spec.se:
         se = {key: options.get(key, default) for key, default in SE_DEFAULTS.items()}
         se["bias"] = options.get("bias", spec.se_bias)
+        se["divisor"] = options.get("divisor", spec.se_divisor)
     return build_torch_resnet(spec, options.get("num_classes", spec.num_classes), se,
                               options.get("se_stages"))
 
@@ -28,16 +31,12 @@ def se_hidden_width(channels, reduction, divisor=1):
     return max(divisor, rounded)
 
 
-def build_torch_resnet(spec, num_classes, se=None, se_stages=None):
-    """The PyTorch ResNet of a :class:`~npsenet.models.specs.ResNetSpec`.
-
-    Args:
-        spec: the architecture (block kind, layers, widths, stem, groups, base_width).
-        num_classes: outputs of ``fc``.
-        se: None for no SE, else the SE options: reduction, squeeze, gate, bias,
-            no_squeeze and placement.
-        se_stages: the stage numbers, from 1, that carry SE (default: all).
-    """
+@functools.lru_cache(maxsize=None)
+def se_block_class():
+    """The PyTorch SE block class, ``SEBlock(channels, reduction=16, squeeze="avg",
+    gate="sigmoid", bias=False, no_squeeze=False, divisor=1)``: squeeze, fc1 (Linear, or
+    a 1x1 convolution with ``no_squeeze``), ReLU, fc2, gate, scale; the keys of
+    ``npsenet.nn.SEBlock``."""
     torch = torch_module()
     nn = torch.nn
 
@@ -62,16 +61,35 @@ def build_torch_resnet(spec, num_classes, se=None, se_stages=None):
             s = self.gate(self.fc2(torch.relu(self.fc1(z))))
             return u * s[:, :, None, None]
 
+    return SEBlock
+
+
+def build_torch_resnet(spec, num_classes, se=None, se_stages=None):
+    """The PyTorch ResNet of a :class:`~npsenet.models.specs.ResNetSpec`.
+
+    Args:
+        spec: the architecture (block kind, layers, widths, stem, groups, base_width).
+        num_classes: outputs of ``fc``.
+        se: None for no SE, else the SE options: reduction, squeeze, gate, bias,
+            no_squeeze, divisor and placement.
+        se_stages: the stage numbers, from 1, that carry SE (default: all).
+    """
+    torch = torch_module()
+    nn = torch.nn
+
+    SEBlock = se_block_class()
+
     class Block(nn.Module):
         """BasicBlock (expansion 1) or Bottleneck (expansion 4, 3x3 convolution of width
-        int(planes * base_width / 64) * groups with ``groups`` groups), SE in any placement."""
+        int(planes * base_width / 64) * groups with ``groups`` groups), SE in any placement;
+        ``3x3``: on the input of the branch's last convolution, after the ReLU before it."""
 
         def __init__(self, inplanes, planes, stride, bottleneck, se, groups=1, base_width=64):
             super().__init__()
             self.bottleneck = bottleneck
             out = planes * (4 if bottleneck else 1)
+            width = int(planes * (base_width / 64.0)) * groups if bottleneck else planes
             if bottleneck:
-                width = int(planes * (base_width / 64.0)) * groups
                 self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
                 self.bn1 = nn.BatchNorm2d(width)
                 self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
@@ -85,7 +103,7 @@ def build_torch_resnet(spec, num_classes, se=None, se_stages=None):
                 self.bn2 = nn.BatchNorm2d(planes)
             self.placement = se["placement"] if se else None
             if se:
-                se_channels = inplanes if self.placement == "pre" else out
+                se_channels = {"pre": inplanes, "3x3": width}.get(self.placement, out)
                 self.se = SEBlock(se_channels, **{k: v for k, v in se.items() if k != "placement"})
             self.downsample = None
             if stride != 1 or inplanes != out:
@@ -98,8 +116,12 @@ def build_torch_resnet(spec, num_classes, se=None, se_stages=None):
             y = torch.relu(self.bn1(self.conv1(branch_in)))
             if self.bottleneck:
                 y = torch.relu(self.bn2(self.conv2(y)))
+                if self.placement == "3x3":
+                    y = self.se(y)
                 y = self.bn3(self.conv3(y))
             else:
+                if self.placement == "3x3":
+                    y = self.se(y)
                 y = self.bn2(self.conv2(y))
             if self.placement == "standard":
                 y = self.se(y)
