@@ -23,6 +23,8 @@ from .senet import SENet, SEBottleneck, senet154
 from .mobilenet import (MobileNetV1, mobilenet_v1, mobilenet_v1_cifar, se_mobilenet_v1,
                         se_mobilenet_v1_cifar)
 from .vgg import VGG, se_vgg16_bn, se_vgg16_bn_cifar, vgg16_bn, vgg16_bn_cifar
+from .shufflenet import (ShuffleNetV1, se_shufflenet_v1, se_shufflenet_v1_cifar, shufflenet_v1,
+                         shufflenet_v1_cifar)
 
 # the names of the families above, in registration order; model_names() also lists any
 # registered later
@@ -38,4 +40,5 @@ __all__ = ["MODEL_NAMES", "PLACEMENTS", "BasicBlock", "Bottleneck", "ResNet", "R
            "resnext_cifar", "SENet", "SEBottleneck", "senet154",
            "VGG", "se_vgg16_bn", "vgg16_bn", "se_vgg16_bn_cifar", "vgg16_bn_cifar",
            "MobileNetV1", "se_mobilenet_v1", "mobilenet_v1", "se_mobilenet_v1_cifar",
-           "mobilenet_v1_cifar"]
+           "mobilenet_v1_cifar", "ShuffleNetV1", "se_shufflenet_v1", "shufflenet_v1",
+           "se_shufflenet_v1_cifar", "shufflenet_v1_cifar"]

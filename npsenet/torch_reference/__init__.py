@@ -20,6 +20,7 @@ from . import resnet  # noqa: F401  (registers the (SE-)ResNets)
 from . import senet  # noqa: F401  (registers SENet-154)
 from . import vgg  # noqa: F401  (registers VGG-16 and SE-VGG-16)
 from . import mobilenet  # noqa: F401  (registers MobileNet and SE-MobileNet)
+from . import shufflenet  # noqa: F401  (registers ShuffleNet and SE-ShuffleNet)
 from .resnet import build_torch_resnet
 
 
