@@ -4,7 +4,8 @@
   (no code runs from a pickle), downloaded and checked on request.
 - :class:`SyntheticCIFAR`: a generated 10-class dataset for quick offline runs.
 - :func:`get_dataset`: one of them by name, as the command line does.
-- :func:`channel_stats`, :class:`Normalize`, :func:`random_crop`, :func:`random_flip`.
+- :func:`channel_stats`, :class:`Normalize`, :func:`random_crop`, :func:`random_flip`,
+  :func:`crop_and_flip` (both in one gather, on the CPU or the GPU).
 - :class:`BatchLoader`: reproducible, resumable mini-batches on the CPU or the GPU.
 """
 from __future__ import annotations
@@ -15,7 +16,8 @@ from .download import cache_dir, download_cifar
 from .loader import BatchLoader
 from .synthetic import SyntheticCIFAR
 from .transforms import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, Normalize,
-                         channel_stats, random_crop, random_flip, standard_augment)
+                         channel_stats, crop_and_flip, random_crop, random_flip,
+                         standard_augment)
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
 
@@ -37,6 +39,7 @@ def get_dataset(name: str, data_dir=None, train: bool = True, download: bool = F
 
 
 __all__ = ["CIFAR10", "CIFAR100", "SyntheticCIFAR", "get_dataset", "DATASETS", "BatchLoader",
-           "Normalize", "channel_stats", "random_crop", "random_flip", "standard_augment",
+           "Normalize", "channel_stats", "random_crop", "random_flip", "crop_and_flip",
+           "standard_augment",
            "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "cache_dir",
            "download_cifar", "download"]

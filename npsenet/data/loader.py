@@ -6,12 +6,20 @@
     for x, y in loader:          # x float32 (B, 3, 32, 32), y int64 (B,), both on the device
         ...
 
-Why augmentation runs on the host, in NumPy on uint8: the dataset lives in host memory as
-uint8 (a quarter of the bytes of float32), cropping and flipping are pure data movement
-that NumPy does at memory speed, and the random draws come from one NumPy generator whose
-state is easy to save, so a run gives the same batches on the CPU and on the GPU and
-after a resume. Only the finished float32 batch is copied to the device
-(``backend.to_device``), one copy per batch.
+Where the batches are made. On the CPU (``device="cpu"``) each batch is cut from the
+uint8 dataset in host memory, cropped, flipped and normalised there. On the GPU the whole
+uint8 dataset is copied to the device once (150 MB for CIFAR's 50,000 training images)
+and each batch is cut, cropped, flipped and normalised there
+(:func:`~npsenet.data.transforms.crop_and_flip`, :class:`~npsenet.data.Normalize`): per
+batch only one small int64 array goes up, the batch's image indices and its random crop
+offsets and flips, instead of the float32 batch (12 KiB per image). The random draws
+always come from one NumPy generator on the host, whose state is easy to save, so a run
+gets the same batches on the CPU and on the GPU and after a resume.
+
+A custom ``augment`` callable or a ``normalize`` that is not :class:`~npsenet.data.Normalize`
+runs on the host, on NumPy arrays, as does everything with ``keep_on_device=False``; the
+finished float32 batch and its labels are then copied to the device
+(``backend.to_device``).
 """
 from __future__ import annotations
 
@@ -20,7 +28,8 @@ import math
 import numpy as np
 
 from ..backend import normalize_device, to_device
-from .transforms import standard_augment
+from .transforms import (STANDARD_PADDING, Normalize, crop_and_flip, standard_augment,
+                         standard_draws)
 
 
 class BatchLoader:
@@ -49,13 +58,18 @@ class BatchLoader:
         seed: seeds the loader's generator (independent of ``ns.manual_seed``).
         device: ``"cpu"`` or ``"gpu"``: where the batches are delivered.
         drop_last: skip a final batch smaller than ``batch_size``.
+        keep_on_device: with ``device="gpu"``, keep a copy of the whole uint8 dataset on
+            the GPU (made at the first batch) and make the batches there, as the module's
+            description says; ``False`` makes them on the host and copies each one up.
+            The copy is taken once: change ``images`` afterwards and the GPU keeps the old.
 
     Yields:
         batches ``(x, y)``, x float32 (B, C, H, W) and y int64 (B,), both on ``device``.
     """
 
     def __init__(self, images, labels, batch_size: int, *, shuffle: bool, augment, normalize,
-                 seed: int = 0, device: str = "cpu", drop_last: bool = False):
+                 seed: int = 0, device: str = "cpu", drop_last: bool = False,
+                 keep_on_device: bool = True):
         images, labels = np.asarray(images), np.asarray(labels)
         if images.ndim != 4:
             raise ValueError(f"BatchLoader: expected images (N, C, H, W), got shape "
@@ -80,6 +94,10 @@ class BatchLoader:
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), bool(shuffle), drop_last
         self.augment, self.normalize = augment, normalize
         self.device = normalize_device(device)
+        self.on_device = (self.device != "cpu" and bool(keep_on_device)
+                          and augment in (None, standard_augment)
+                          and (normalize is None or isinstance(normalize, Normalize)))
+        self._resident = None   # (images, labels) on the device, copied at the first batch
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self.epoch = 0          # the current epoch, counting from 0
@@ -119,6 +137,8 @@ class BatchLoader:
             yield self._make_batch(batch, np.random.default_rng([augment_seed, index]))
 
     def _make_batch(self, indices, rng):
+        if self.on_device:
+            return self._make_device_batch(indices, rng)
         images = self.images[indices]
         if self.augment is not None:
             images = self.augment(images, rng)
@@ -128,6 +148,29 @@ class BatchLoader:
             x = images.astype(np.float32) / np.float32(255.0)
         x = np.ascontiguousarray(x, dtype=np.float32)
         return to_device(x, self.device), to_device(self.labels[indices], self.device)
+
+    def _make_device_batch(self, indices, rng):
+        """The batch cut, augmented and normalised on the device from the resident copy;
+        one host-to-device copy: the (4, B) int64 plan of indices, crop offsets and flips."""
+        if self._resident is None:
+            self._resident = (to_device(self.images, self.device),
+                              to_device(self.labels, self.device))
+        images, labels = self._resident
+        count = len(indices)
+        plan = np.zeros((4, count), dtype=np.int64)   # indices, dy, dx, flip
+        plan[0] = indices
+        if self.augment is not None:
+            offsets, flips = standard_draws(count, rng)
+            plan[1:3], plan[3] = offsets.T, flips
+        plan = to_device(plan, self.device)
+        batch = images[plan[0]]
+        if self.augment is not None:
+            batch = crop_and_flip(batch, plan[1:3].T, plan[3] != 0, STANDARD_PADDING)
+        if self.normalize is not None:
+            x = self.normalize(batch)
+        else:
+            x = batch.astype(np.float32) / np.float32(255.0)
+        return x, labels[plan[0]]
 
     def state_dict(self) -> dict:
         """What a resumed run needs: JSON-serialisable (plain ints and strings)."""
@@ -149,4 +192,5 @@ class BatchLoader:
     def __repr__(self) -> str:
         return (f"BatchLoader({len(self.images)} images, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, augment={self.augment is not None}, "
-                f"device={self.device!r}, {len(self)} batches)")
+                f"device={self.device!r}, {len(self)} batches"
+                f"{', made on the device' if self.on_device else ''})")

@@ -53,7 +53,7 @@ def epoch_row(epoch, partial, test_loss, test_acc):
 
 
 class EpochProgress:
-    """Adds each training batch to the running sums ``partial`` (in place), keeps its
+    """Adds training batches to the running sums ``partial`` (in place), keeps its
     ``train_seconds`` up to date (continuing the count of a resumed epoch) and moves the
     progress bar, when ``enabled`` and tqdm is installed.
 
@@ -61,6 +61,10 @@ class EpochProgress:
             for x, y in loader:
                 ...
                 progress.add(loss, correct, len(y))
+
+    The trainer hands over its batches in groups (:meth:`add_batches`) when their losses
+    arrive from the device, so the bar moves by a group at a time and its figures (loss,
+    accuracy, images/s) always cover exactly the batches it counts.
     """
 
     def __init__(self, partial, total, done, description, enabled):
@@ -70,13 +74,19 @@ class EpochProgress:
 
     def add(self, loss, correct, count):
         """Count a batch of ``count`` images with mean loss ``loss``, ``correct`` right."""
+        self.add_batches([loss], [correct], [count])
+
+    def add_batches(self, losses, corrects, counts):
+        """Count several batches, in order: batch i has ``counts[i]`` images, mean loss
+        ``losses[i]`` and ``corrects[i]`` right (Python numbers)."""
         p = self.partial
-        p["loss_sum"] += loss * count
-        p["correct"] += correct
-        p["seen"] += count
+        for loss, correct, count in zip(losses, corrects, counts):
+            p["loss_sum"] += loss * count
+            p["correct"] += correct
+            p["seen"] += count
         p["train_seconds"] = time.perf_counter() - self._start
-        if self._bar is not None:
-            self._bar.update(1)
+        if self._bar is not None and p["seen"]:
+            self._bar.update(len(counts))
             self._bar.set_postfix(loss=f"{p['loss_sum'] / p['seen']:.3f}",
                                   acc=f"{p['correct'] / p['seen']:.3f}",
                                   img_s=f"{p['seen'] / max(p['train_seconds'], 1e-9):.0f}")
