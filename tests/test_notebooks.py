@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 EXECUTED_DIR = REPO / "build" / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+EXERCISE_DIR = NOTEBOOK_DIR / "exercises"
+EXERCISE_NOTEBOOKS = sorted(EXERCISE_DIR.glob("[0-9][0-9]_*_exercise.ipynb"))
 TIMEOUT_S = 300
 
 
@@ -53,3 +55,38 @@ def test_notebook_derives_and_checks(path):
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, \
                 "outputs are committed; run python tools/strip_notebooks.py"
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", EXERCISE_NOTEBOOKS, ids=[p.stem for p in EXERCISE_NOTEBOOKS])
+def test_exercise_notebook_runs_with_its_solutions(path):
+    """The teacher's version (solutions in) runs, and every checking cell passes."""
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=60, kernel_name="python3",
+                                     resources={"metadata": {"path": str(EXERCISE_DIR)}})
+    client.execute()
+
+
+@pytest.mark.parametrize("path", EXERCISE_NOTEBOOKS, ids=[p.stem for p in EXERCISE_NOTEBOOKS])
+def test_exercise_notebook_follows_nbgrader(path):
+    """Solution regions in nbgrader's cells, a checking cell after each, a student version
+    without the solutions, and no committed outputs."""
+    from npsenet.exercise import student_notebook
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert re.search(r"\$\$.+?\$\$", nb.cells[0].source, flags=re.S)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    solutions = [i for i, c in enumerate(code) if "### BEGIN SOLUTION" in c.source]
+    assert solutions
+    for i in solutions:
+        assert code[i].metadata["nbgrader"]["solution"] is True
+        check = code[i + 1]
+        assert "check_function(" in check.source and "assert result.passed" in check.source
+        assert check.metadata["nbgrader"]["grade"] is True
+    for cell in code:
+        assert not cell.outputs and cell.execution_count is None
+    student = student_notebook(nb)
+    for i in solutions:
+        text = student["cells"][nb.cells.index(code[i])]["source"]
+        assert "raise NotImplementedError()" in text and "SOLUTION" not in text
+    assert len(EXERCISE_NOTEBOOKS) == 5
