@@ -25,6 +25,10 @@ from .mobilenet import (MobileNetV1, mobilenet_v1, mobilenet_v1_cifar, se_mobile
 from .vgg import VGG, se_vgg16_bn, se_vgg16_bn_cifar, vgg16_bn, vgg16_bn_cifar
 from .shufflenet import (ShuffleNetV1, se_shufflenet_v1, se_shufflenet_v1_cifar, shufflenet_v1,
                          shufflenet_v1_cifar)
+from .inception import (BNInception, bn_inception, bn_inception_cifar, se_bn_inception,
+                        se_bn_inception_cifar)
+from .inception_resnet import (InceptionResNetV2, inception_resnet_v2, inception_resnet_v2_cifar,
+                               se_inception_resnet_v2, se_inception_resnet_v2_cifar)
 
 # the names of the families above, in registration order; model_names() also lists any
 # registered later
@@ -41,4 +45,7 @@ __all__ = ["MODEL_NAMES", "PLACEMENTS", "BasicBlock", "Bottleneck", "ResNet", "R
            "VGG", "se_vgg16_bn", "vgg16_bn", "se_vgg16_bn_cifar", "vgg16_bn_cifar",
            "MobileNetV1", "se_mobilenet_v1", "mobilenet_v1", "se_mobilenet_v1_cifar",
            "mobilenet_v1_cifar", "ShuffleNetV1", "se_shufflenet_v1", "shufflenet_v1",
-           "se_shufflenet_v1_cifar", "shufflenet_v1_cifar"]
+           "se_shufflenet_v1_cifar", "shufflenet_v1_cifar",
+           "BNInception", "se_bn_inception", "bn_inception", "se_bn_inception_cifar",
+           "bn_inception_cifar", "InceptionResNetV2", "se_inception_resnet_v2",
+           "inception_resnet_v2", "se_inception_resnet_v2_cifar", "inception_resnet_v2_cifar"]

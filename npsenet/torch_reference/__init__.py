@@ -21,6 +21,8 @@ from . import senet  # noqa: F401  (registers SENet-154)
 from . import vgg  # noqa: F401  (registers VGG-16 and SE-VGG-16)
 from . import mobilenet  # noqa: F401  (registers MobileNet and SE-MobileNet)
 from . import shufflenet  # noqa: F401  (registers ShuffleNet and SE-ShuffleNet)
+from . import inception  # noqa: F401  (registers BN-Inception and SE-BN-Inception)
+from . import inception_resnet  # noqa: F401  (registers (SE-)Inception-ResNet-v2)
 from .resnet import build_torch_resnet
 
 
