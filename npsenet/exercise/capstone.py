@@ -31,7 +31,7 @@ EPOCHS = 3              # epochs of training on your pairs
 TRAIN_IMAGES = 1024     # training images per epoch (the first ones of the training split)
 TEST_IMAGES = 256       # test images evaluated after each epoch
 BATCH_SIZE = 64
-DATA_DIR = None         # the folder holding cifar-10-batches-py/; None: look for one (see dataset_for)
+DATA_DIR = None         # the folder of cifar-10-batches-py/; None: the grader looks for one
 
 QUICK = {"epochs": 1, "train_images": 64, "test_images": 32, "batch_size": 32}
 """The settings under ``NPSENET_QUICK=1`` (tests, notebooks)."""

@@ -4,8 +4,9 @@ writes, and how to call it.
 A :class:`Case` holds float64 inputs and two callables that run the student's pair (or
 the reference's) on them: ``forward(pairs, inputs) -> (y, cache)`` and
 ``backward(pairs, dout, cache)``, which returns the backward's answer as it comes: one
-gradient per name in ``wrt``, in that order (one array, or a tuple). ``pairs`` is any object with the exercise's
-functions as attributes: the student's module, or the reference namespace.
+gradient per name in ``wrt``, in that order (one array, or a tuple). ``pairs`` is any
+object with the exercise's functions as attributes: the student's module, or the
+reference namespace.
 
 Each function has a list of case makers (``rng -> Case``); :data:`CASES` maps the function's
 name to them. The grader draws each case again when the reference itself fails the

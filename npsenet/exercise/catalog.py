@@ -63,7 +63,8 @@ EXERCISES = (
 
 Write linear_backward: dL/dx, dL/dW and dL/db from dy = dL/dy.""",
         linear, ("linear_forward", "linear_backward"),
-        {"linear_backward": """dy (N, out) -> (dx (N, in), dW (out, in), db (out,) or None without bias).
+        {"linear_backward": """\
+dy (N, out) -> (dx (N, in), dW (out, in), db (out,) or None without bias).
 
 The cache is (x, weight, has_bias). From y[n, o] = sum_i x[n, i] W[o, i] + b[o], find
 which indices each gradient sums over; each result has the shape of what it
@@ -78,11 +79,13 @@ differentiates. Return the three in this order."""}),
 Write relu_backward and sigmoid_backward: dx from dy and the cache, same shape.""",
         activation, ("relu_forward", "relu_backward", "sigmoid", "sigmoid_forward",
                      "sigmoid_backward"),
-        {"relu_backward": """dy (any shape) -> dx (the same shape).
+        {"relu_backward": """\
+dy (any shape) -> dx (the same shape).
 
 The cache is the bool mask [x > 0] (the derivative at exactly 0 is taken as 0). Derive
 d max(x, 0) / dx element by element. Return a new array: dy belongs to the caller.""",
-         "sigmoid_backward": """dy (any shape) -> dx (the same shape).
+         "sigmoid_backward": """\
+dy (any shape) -> dx (the same shape).
 
 The cache is y = σ(x), not x: write σ'(x) in terms of y (differentiate 1 / (1 + e^-x)
 and substitute)."""},
@@ -96,7 +99,8 @@ and substitute)."""},
 
 Write softmax_cross_entropy_backward: dL/dz, scaled by the upstream dloss.""",
         loss, ("log_softmax", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward"),
-        {"softmax_cross_entropy_backward": """dloss (a scalar; 1.0 for the loss itself) -> dlogits (N, K).
+        {"softmax_cross_entropy_backward": """\
+dloss (a scalar; 1.0 for the loss itself) -> dlogits (N, K).
 
 The cache is (p, q), both (N, K): the probabilities and the target. Derive dL/dz[n, j]
 through log p[n, k] = z[n, k] - log sum_j exp z[n, j] (q sums to one over k), multiply by
@@ -113,7 +117,8 @@ dloss, and keep p's dtype."""},
 Write batchnorm_backward: dx, dgamma and dbeta.""",
         norm, ("AXES", "_c", "batchnorm_forward", "batchnorm_eval_forward",
                "batchnorm_backward"),
-        {"batchnorm_backward": """dy (N, C, H, W) -> (dx (N, C, H, W), dgamma (C,), dbeta (C,)).
+        {"batchnorm_backward": """\
+dy (N, C, H, W) -> (dx (N, C, H, W), dgamma (C,), dbeta (C,)).
 
 The cache is (xhat, gamma, inv_std, mode) with inv_std = 1 / sqrt(var + eps): mode None
 in training mode (derive this), "eval" after batchnorm_eval_forward (the statistics are
@@ -131,13 +136,16 @@ an expression in dy and xhat."""},
 Write col2im (the adjoint of im2col) and conv2d_backward (dx, dW, db).""",
         conv, ("conv_output_size", "pad_images", "offset_window", "im2col", "copy_patches",
                "col2im", "conv2d_forward", "conv2d_backward"),
-        {"col2im": """dcols (C, k, k, N, H', W') -> dx of shape x_shape = (N, C, H, W).
+        {"col2im": """\
+dcols (C, k, k, N, H', W') -> dx of shape x_shape = (N, C, H, W).
 
 The adjoint of im2col: entry cols[c, i, j, n, h, w] copied x_pad[n, c, s*h + i, s*w + j],
 so its gradient goes back onto that pixel. Overlapping windows (stride < k) share pixels;
 pad first and crop the padding at the end (offset_window gives the strided window of one
 kernel offset).""",
-         "conv2d_backward": """dy (N, C_out, H', W') -> (dx (N, C_in, H, W), dW (C_out, C_in/g, k, k), db (C_out,) or None).
+         "conv2d_backward": """\
+dy (N, C_out, H', W') -> (dx (N, C_in, H, W), dW (C_out, C_in/g, k, k),
+db (C_out,) or None).
 
 The cache is (x, weight, stride, padding, groups, has_bias). With Y = W_mat @ cols per
 group (see conv2d_forward for the reshapes): derive dW_mat and dcols from the matrix
@@ -155,11 +163,13 @@ bias when has_bias is False: return None."""},
 Write global_avg_pool_backward and global_max_pool_backward: du from dz.""",
         pool, ("global_avg_pool_forward", "global_avg_pool_backward",
                "global_max_pool_forward", "global_max_pool_backward"),
-        {"global_avg_pool_backward": """dz (N, C) -> du (N, C, H, W); the cache is u's shape.
+        {"global_avg_pool_backward": """\
+dz (N, C) -> du (N, C, H, W); the cache is u's shape.
 
 Each z[n, c] is the mean of the H W entries of its channel: find dz[n, c] / du[n, c, i, j].
 Create du with dz's dtype.""",
-         "global_max_pool_backward": """dz (N, C) -> du (N, C, H, W).
+         "global_max_pool_backward": """\
+dz (N, C) -> du (N, C, H, W).
 
 The cache is (u's shape, idx): idx[n, c] is the flat index (over H W) of the channel's
 arg max. Only the winner moves z; the other pixels get 0. (A one-hot mask, built by
@@ -176,7 +186,9 @@ Write excitation_backward from the four backward pairs (imported from the plain 
 so this exercise stands on its own; to use yours, import them from ex01_linear and
 ex02_activations instead).""",
         composed, ("excitation_forward", "excitation_backward"),
-        {"excitation_backward": """ds (N, C) -> (dz (N, C), dW1 (C/r, C), db1 (C/r,) or None, dW2 (C, C/r), db2 (C,) or None).
+        {"excitation_backward": """\
+ds (N, C) -> (dz (N, C), dW1 (C/r, C), db1 (C/r,) or None, dW2 (C, C/r),
+db2 (C,) or None).
 
 The cache holds the four layers' caches under "fc1", "relu", "fc2" and "gate". Run
 their backward pairs in the reverse order of the forward; each one takes the gradient of
@@ -192,7 +204,8 @@ its output and returns the gradient of its input (and its parameters')."""},
 
 Write channel_scale_backward: du and ds.""",
         se, ("channel_scale_forward", "channel_scale_backward"),
-        {"channel_scale_backward": """dy (N, C, H, W) -> (du (N, C, H, W), ds (N, C)).
+        {"channel_scale_backward": """\
+dy (N, C, H, W) -> (du (N, C, H, W), ds (N, C)).
 
 The cache is (u, s). Each output entry depends on one u and one s; each s[n, c] is used
 at all H W positions of its channel."""}),
@@ -206,7 +219,9 @@ at all H W positions of its channel."""}),
 Write se_block_backward from the pairs of the squeeze, the excitation and the scale
 (imported from the reference so this exercise stands on its own).""",
         composed, ("se_block_forward", "se_block_backward"),
-        {"se_block_backward": """dy (N, C, H, W) -> (du (N, C, H, W), dW1, db1, dW2, db2), shaped as in excitation_backward.
+        {"se_block_backward": """\
+dy (N, C, H, W) -> (du (N, C, H, W), dW1, db1, dW2, db2), the weights' gradients
+shaped as in excitation_backward.
 
 The cache holds the caches of the "squeeze", the "excitation" and the "scale". Find every
 path from U to the output: the gradient of U is the sum over all of them."""},
@@ -225,7 +240,9 @@ path from U to the output: the gradient of U is the sum over all of them."""},
 
 Write residual_block_backward: dx and one gradient per parameter, for every placement.""",
         composed, ("PLACEMENTS", "residual_block_forward", "residual_block_backward"),
-        {"residual_block_backward": """dy (N, C_out, H', W') -> (dx (N, C_in, H, W), grads), grads a dict: parameter name -> gradient.
+        {"residual_block_backward": """\
+dy (N, C_out, H', W') -> (dx (N, C_in, H, W), grads), grads a dict: parameter
+name -> gradient.
 
 The cache holds the placement, the parameters' names ("names") and each layer's cache
 under its name ("conv1", "bn1", "relu1", ..., "downsample.0", "se", "relu_out"). Run the
@@ -247,7 +264,9 @@ the plain path's loss and gradients, then trains on your pairs with your train_s
 Write train_step. Then run this file (python ex11_capstone.py) or the grader.""",
         capstone, ("EPOCHS", "TRAIN_IMAGES", "TEST_IMAGES", "BATCH_SIZE", "DATA_DIR",
                    "train_step"),
-        {"train_step": """One SGD step on a batch; returns (the batch's mean loss as a float, the logits (N, 10)).
+        {"train_step": """\
+One SGD step on a batch; returns (the batch's mean loss as a float, the logits
+(N, 10)).
 
 model: SE-ResNet-20, whose layers run on your pairs; loss_fn: ns.nn.SoftmaxCrossEntropy;
 optimizer: ns.optim.SGD over model.parameters(); x (N, 3, 32, 32), y (N,) labels.
