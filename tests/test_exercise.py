@@ -331,3 +331,18 @@ def test_student_notebook_replaces_the_solution_regions():
                                              "    raise NotImplementedError()")
     assert student["cells"][0]["outputs"] == [] and student["cells"][1] == nb["cells"][1]
     assert "2 * x" in json.dumps(nb)                              # the input is left as it was
+
+
+def test_strip_and_list_commands(tmp_path, capsys):
+    source = tmp_path / "sheet.ipynb"
+    source.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+                                  "cells": [{"cell_type": "code", "execution_count": None,
+                                             "outputs": [], "metadata": {},
+                                             "source": "### BEGIN SOLUTION\nx = 1\n"
+                                                       "### END SOLUTION"}]}))
+    assert main(["exercise", "strip", str(source), "--out", str(tmp_path / "student")]) == 0
+    cell = json.loads((tmp_path / "student" / "sheet.ipynb").read_text())["cells"][0]
+    assert cell["source"] == "# YOUR CODE HERE\nraise NotImplementedError()"
+    assert main(["exercise", "strip", str(source), "--out", str(tmp_path)]) == 2
+    assert main(["exercise", "list"]) == 0
+    assert "ex11_capstone.py" in capsys.readouterr().out
