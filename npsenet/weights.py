@@ -129,7 +129,8 @@ def save_safetensors(path, model):
         # in PyTorch: twin.load_state_dict(safetensors.torch.load_file(path), strict=True)
 
     Args:
-        path: the file to write (replaced if it exists), atomically (:func:`npsenet.io.atomic_write`).
+        path: the file to write (replaced if it exists), atomically
+            (:func:`npsenet.io.atomic_write`).
         model: any Module; the arrays are the state_dict's (NumPy, C-contiguous, each in its
             own dtype: float32 or float64 weights, int64 ``num_batches_tracked``).
 

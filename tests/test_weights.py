@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import npsenet as ns
-from npsenet.nn import BatchNorm2d, Conv2d, Linear, Module, SEBlock, Sequential
+from npsenet.nn import SEBlock
 
 pytest.importorskip("safetensors")
 from safetensors.numpy import save_file  # noqa: E402
@@ -127,24 +127,13 @@ def test_the_saved_file_loads_into_the_pytorch_twin_as_it_is(tmp_path):
 
 # -- the key maps, on state_dicts faked from npsenet's models ----------------------------------
 
-class SENet154Layout(Module):
-    """A one-block stand-in with SENet-154's npsenet keys (stem conv1..bn3, a block with
-    se.fc1/fc2 and a downsample, fc); only the keys and shapes are used."""
+def small_senet():
+    """SENet-154's network (npsenet.models.senet) at one block per stage and small widths,
+    with the SE layers of senet154 (biases on): the keys and shapes timm_legacy maps onto."""
+    from npsenet.models.senet import senet_from_options
 
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.bn1 = Conv2d(3, 4, 3, bias=False), BatchNorm2d(4)
-        self.conv2, self.bn2 = Conv2d(4, 4, 3, bias=False), BatchNorm2d(4)
-        self.conv3, self.bn3 = Conv2d(4, 8, 3, bias=False), BatchNorm2d(8)
-        block = Module()
-        block.conv1, block.bn1 = Conv2d(8, 8, 1, bias=False), BatchNorm2d(8)
-        block.conv2, block.bn2 = Conv2d(8, 16, 3, groups=4, bias=False), BatchNorm2d(16)
-        block.conv3, block.bn3 = Conv2d(16, 16, 1, bias=False), BatchNorm2d(16)
-        block.se = SEBlock(16, reduction=4, bias=True)
-        block.downsample = Sequential(Conv2d(8, 16, 1, bias=False), BatchNorm2d(16))
-        self.layer1 = Sequential(block)
-        self.fc = Linear(16, 5)
-        self.name = "senet154_layout"
+    return senet_from_options("senet154", 5, 0.0, 4, True, {}, layers=(1, 1, 1, 1),
+                              widths=(4, 8, 8, 8), groups=2, stem_width=8)
 
 
 def as_timm(state):
@@ -174,7 +163,7 @@ def as_senet_pytorch(state):
 
 SOURCE_CASES = {
     "timm": (lambda: ns.models.se_resnet20(bias=True), as_timm),
-    "timm_legacy": (SENet154Layout, as_timm_legacy),
+    "timm_legacy": (small_senet, as_timm_legacy),
     "senet.pytorch": (lambda: ns.models.se_resnet20(bias=False), as_senet_pytorch),
     "npsenet": (lambda: ns.models.se_resnet20(placement="identity"), dict),
 }
@@ -371,10 +360,10 @@ def test_timms_legacy_se_resnets_are_refused_with_what_to_load_instead():
 
 
 def test_two_keys_mapping_to_one_are_refused():
-    state = as_timm_legacy(copy_state(SENet154Layout()))
+    state = as_timm_legacy(copy_state(small_senet()))
     state["conv1.weight"] = state["layer0.conv1.weight"]
     with pytest.raises(ValueError) as exc:
-        ns.io.convert_state_dict(state, "timm_legacy", SENet154Layout())
+        ns.io.convert_state_dict(state, "timm_legacy", small_senet())
     assert "'conv1.weight'" in one_line(exc) and "layer0.conv1.weight" in str(exc.value)
 
 
