@@ -156,10 +156,10 @@ def test_truncated_and_foreign_files(tmp_path):
 
 def test_unknown_model_and_missing_keys(tmp_path):
     model = ns.models.resnet20()
-    header = {"format": 1, "model": "se_resnet18", "options": {}, "meta": {}}
+    header = {"format": 1, "model": "se_resnet19", "options": {}, "meta": {}}
     arrays = {k: np.asarray(v) for k, v in model.state_dict().items()}
     np.savez(tmp_path / "unknown.npz", __npsenet__=np.array(json.dumps(header)), **arrays)
-    with pytest.raises(ValueError, match="unknown model 'se_resnet18'"):
+    with pytest.raises(ValueError, match="unknown model 'se_resnet19'"):
         ns.io.load_model(tmp_path / "unknown.npz")
 
     header = {"format": 1, "model": "resnet20", "options": {"num_classes": 10}, "meta": {}}
