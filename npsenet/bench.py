@@ -113,12 +113,14 @@ class TorchStep:
             torch.cuda.synchronize()
 
 
-def torch_available():
+def torch_available(device="cpu"):
+    """Whether PyTorch is installed and, for ``device="gpu"``, built with CUDA and seeing a
+    GPU (a CPU-only PyTorch beside CuPy cannot run the comparison on the GPU)."""
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         return False
-    return True
+    return backend.normalize_device(device) == "cpu" or bool(torch.cuda.is_available())
 
 
 def _timed(fn):
@@ -150,7 +152,7 @@ def _run_benchmark(model, batch_size, image_size, dtype, device, mode, steps, wa
     device = backend.normalize_device(device)
     dtype = np.dtype(dtype)
     if compare_torch is None:
-        compare_torch = torch_available()
+        compare_torch = torch_available(device)
     ours = NpsenetStep(model, batch_size, image_size, dtype, device, mode)
     theirs = TorchStep(ours) if compare_torch else None
     for _ in range(warmup):
