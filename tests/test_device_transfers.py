@@ -167,6 +167,49 @@ class FakeCupy(DeviceNamespace):
     def get_array_module(self, *arrays):
         return self if any(isinstance(a, DeviceArray) for a in arrays) else np
 
+    def get_default_memory_pool(self):
+        return FakeMemoryPool()
+
+
+class FakeMemoryPool:
+    """CuPy's memory pool, as far as npsenet and the GPU check ask it (no real figures)."""
+
+    def used_bytes(self):
+        return 0
+
+    def total_bytes(self):
+        return 0
+
+    def free_all_blocks(self):
+        pass
+
+
+class FakeRuntime:
+    """cupy.cuda.runtime: one device, CUDA 13."""
+
+    def getDeviceCount(self):  # noqa: N802 (CuPy's names)
+        return 1
+
+    def getDeviceProperties(self, index):  # noqa: N802
+        return {"name": b"stand-in GPU"}
+
+    def memGetInfo(self):  # noqa: N802
+        return 1 << 30, 1 << 32
+
+    def runtimeGetVersion(self):  # noqa: N802
+        return 13000
+
+    def driverGetVersion(self):  # noqa: N802
+        return 13000
+
+
+class FakeStream:
+    def synchronize(self):
+        pass
+
+
+FakeCupy.cuda = types.SimpleNamespace(runtime=FakeRuntime(), get_current_stream=FakeStream)
+
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
