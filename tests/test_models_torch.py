@@ -33,7 +33,8 @@ def compare(model, x_shape, seed=0, device="cpu", reference=None):
 # -- the comparisons ----------------------------------------------------------------------
 @pytest.mark.parametrize("options", [
     {"placement": "standard"}, {"placement": "pre"}, {"placement": "post"},
-    {"placement": "identity"}, {"no_squeeze": True}, {"squeeze": "max"}, {"gate": "tanh"},
+    {"placement": "identity"}, {"placement": "3x3"}, {"no_squeeze": True}, {"squeeze": "max"},
+    {"gate": "tanh"},
     {"gate": "relu", "bias": True, "reduction": 4, "se_stages": [1, 3]},
 ])
 def test_se_resnet20_matches_pytorch(options):

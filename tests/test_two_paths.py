@@ -196,7 +196,7 @@ def test_both_paths_agree_on_random_layers(seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("placement", ["standard", "pre", "post", "identity"])
+@pytest.mark.parametrize("placement", ["standard", "pre", "post", "identity", "3x3"])
 def test_both_paths_agree_over_training_steps_of_an_se_resnet(placement):
     """Three SGD steps of SE-ResNet-20 in float64 on each path: the same losses, weights
     and running statistics to 1e-12 (relative to each array's largest entry)."""
