@@ -1,6 +1,6 @@
 """The GPU check: npsenet's whole CuPy path on a GPU machine in under 8 minutes, one command.
 
-    bash benchmarks/gpu_check.sh                 # on the GPU machine (writes $OUT, else runs/gpu_check/)
+    bash benchmarks/gpu_check.sh                 # on the GPU machine: $OUT, else runs/gpu_check/
     bash benchmarks/gpu_check.sh --dry-run       # anywhere: what it would run, with CPU stand-ins
     bash benchmarks/gpu_check.sh --only bench-train,epoch    # some of the steps
 
@@ -120,7 +120,7 @@ def make_steps(workers):
     return [
         Step("env", "versions and the GPU", 30, worker_command("env", "gpu"),
              worker_command("env", "cpu")),
-        Step("bench-train", f"{MODEL} training step, batch {BATCH}, beside PyTorch", 75,
+        Step("bench-train", f"{MODEL} training step, batch {BATCH}, beside PyTorch", 120,
              bench_command("train", "gpu"), bench_command("train", "cpu", small=True)),
         Step("bench-eval", f"{MODEL} eval forward, batch {BATCH}, beside PyTorch", 45,
              bench_command("eval", "gpu"), bench_command("eval", "cpu", small=True)),
@@ -128,7 +128,7 @@ def make_steps(workers):
              worker_command("epoch", "gpu"), worker_command("epoch", "cpu", small=True)),
         Step("profile", "host time of a training step, by function", 30,
              worker_command("profile", "gpu"), worker_command("profile", "cpu", small=True)),
-        Step("tests", "every device='gpu' test", 200, test_command(workers, False),
+        Step("tests", "every device='gpu' test", 240, test_command(workers, False),
              test_command(workers, True)),
     ]
 
@@ -201,8 +201,8 @@ def pytest_counts(text):
     """Counts of the pytest run in ``text``: from its summary line, or, when it was cut
     short, from the per-test lines that ``-v`` prints."""
     counts = {}
-    summary = [line for line in text.splitlines()
-               if re.match(r"^=+ .*\d+ (passed|failed|error|skipped|deselected).* in [\d.]+s", line)]
+    finished = re.compile(r"^=+ .*\d+ (passed|failed|error|skipped|deselected).* in [\d.]+s")
+    summary = [line for line in text.splitlines() if finished.match(line)]
     if summary:
         for number, word in re.findall(r"(\d+) (\w+)", summary[-1]):
             if word in PYTEST_COUNTS:
@@ -284,7 +284,9 @@ def figures(steps, dry):
                      f"{epoch['batch_size']}): training {epoch['train_seconds']:.2f} s "
                      f"({epoch['images_per_second']:.0f} images/s), evaluation of "
                      f"{epoch['eval_images']:,} images {epoch['eval_seconds']:.2f} s; "
-                     f"train loss {epoch['train_loss']:.3f}")
+                     f"train loss {epoch['train_loss']:.3f}; before it, "
+                     f"{epoch.get('warmup_steps')} warm-up steps (compiling the kernels) took "
+                     f"{epoch.get('warmup_seconds', 0):.1f} s")
         if epoch.get("pool_peak_bytes") is not None:
             lines.append(f"- peak GPU memory over the epoch: CuPy's pool held "
                          f"{_mib(epoch['pool_peak_bytes'])} at most; the device had "
@@ -329,10 +331,12 @@ def write_report(out, steps, env, dry, stopped, started_at, elapsed):
     lines += figure_lines or ["Nothing was measured."]
     lines += ["", "## Targets", "", "| target | verdict |", "|---|---|"]
     lines += [f"| {name} | {verdict} |" for name, verdict in targets]
-    lines += ["", "## Steps", "", "| step | what | status | seconds | log |", "|---|---|---|---|---|"]
+    lines += ["", "## Steps", "", "| step | what | status | seconds | log |",
+              "|---|---|---|---|---|"]
     for s in steps:
         status = s.status + (f": {s.note}" if s.note else "")
-        lines.append(f"| {s.name} | {s.what} | {status} | {s.seconds:.1f} | {s.log if s.seconds else '-'} |")
+        log = s.log if s.seconds else "-"
+        lines.append(f"| {s.name} | {s.what} | {status} | {s.seconds:.1f} | {log} |")
     tests = next((s for s in steps if s.name == "tests"), None)
     failures = tests.result.get("failing", []) if tests and tests.result else []
     if failures:
@@ -565,13 +569,20 @@ def measure_epoch(args):
                                    progress=False)
         warm = ns.data.BatchLoader(*train_set, args.batch_size, shuffle=True, augment=True,
                                    normalize=ns.data.Normalize(mean, std), device=device)
+        batches = iter(warm)
         started = time.perf_counter()
-        for index, (x, y) in enumerate(warm):   # compiles the kernels; not timed
-            if index == args.warmup_steps:
-                break
-            trainer._train_step(x, y)
+        for _ in range(args.warmup_steps):   # compiles the kernels; not timed
+            trainer._train_step(*next(batches))
         backend.synchronize(device)
         warmup_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(args.warmup_steps):   # a few steady steps: the epoch's estimate
+            trainer._train_step(*next(batches))
+        backend.synchronize(device)
+        steady = (time.perf_counter() - started) / args.warmup_steps
+        print(f"warm-up: {args.warmup_steps} steps in {warmup_seconds:.1f} s; then "
+              f"{steady * 1e3:.1f} ms a step, so about {steady * len(train_loader):.1f} s for "
+              f"the epoch's {len(train_loader)} steps", flush=True)
         pool = backend.array_module_for("gpu").get_default_memory_pool() if device == "gpu" \
             else None
         if pool is not None:
@@ -584,6 +595,7 @@ def measure_epoch(args):
     result = {"model": args.model, "device": device, "images": args.images,
               "eval_images": args.eval_images, "batch_size": args.batch_size,
               "warmup_steps": args.warmup_steps, "warmup_seconds": warmup_seconds,
+              "steady_step_ms": steady * 1e3,
               "train_seconds": train_seconds, "images_per_second": row["images_per_second"],
               "eval_seconds": row["epoch_seconds"] - train_seconds,
               "fit_seconds": wall, "train_loss": row["train_loss"], "train_acc": row["train_acc"],

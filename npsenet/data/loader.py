@@ -65,6 +65,11 @@ class BatchLoader:
 
     Yields:
         batches ``(x, y)``, x float32 (B, C, H, W) and y int64 (B,), both on ``device``.
+
+    Attributes:
+        on_device: whether the batches are made on the GPU from a resident copy of the
+            dataset (``device="gpu"``, ``keep_on_device``, the standard augmentation or
+            none, and :class:`~npsenet.data.Normalize` or no normalisation).
     """
 
     def __init__(self, images, labels, batch_size: int, *, shuffle: bool, augment, normalize,
