@@ -41,8 +41,8 @@ The paper's TPAMI 2019 Table 2 gives 2.03 and 2.04 GFLOPs. The convolutions alon
 2.032 G MACs, the paper's 2.03; the summary also counts batch norm (one MAC per output,
 3.7 M), the 3x3 average pools (9 per output, 7.7 M), the global pool and ``fc`` (1.1 M).
 SE adds 646,398 parameters (+5.7%) and 3.0 M MACs: 0.6 M in its FC layers and 1.2 M each
-in the squeeze and the scale, +0.15%; the paper's 2.03 -> 2.04 is the same small sum
-rounded to two decimals (its figures count a multiply-add as one FLOP, as here).
+in the squeeze and the scale, +0.15%; the paper's +0.01 G is what two-decimal rounding
+makes of a difference this small (its exact counts are not given).
 
 The parameter figure usually quoted for Cadene's ``bninception``, about 11.3M, is that
 port's 11,295,240: the same layers with a bias in each of the 69 convolutions (10,016
