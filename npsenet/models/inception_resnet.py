@@ -33,7 +33,7 @@ summation ("scaling of the residuals" before adding them, Szegedy et al., Sec. 3
 is not the same network as x + SE(λ f): SE is not linear in its input's scale, since the
 gate sees it, σ(W2 δ(W1 λ z)) ≠ σ(W2 δ(W1 z)). The official SE release publishes no
 SE-Inception-ResNet-v2 model to settle it; the SE blocks sit in the 40 residual blocks
-(10 + 20 + 10), none in the stem or the reduction modules Mixed_5b, 6a, 7a, with hidden
+(10 + 20 + 10), none in the stem or in Mixed_5b, 6a and 7a (no residual), with hidden
 width C // 16 and biases (as in the released SE models).
 
 Parameters and cost (1000 classes, 299x299; ``npsenet summary --model NAME``):
