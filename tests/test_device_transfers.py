@@ -307,9 +307,6 @@ def test_a_training_epoch_moves_its_batches_up_and_one_array_per_interval_down(
     assert fake_gpu.count("down", outside="nn") == math.ceil(steps / 2), fake_gpu.lines()
 
 
-@pytest.mark.xfail(strict=True, reason="SoftmaxCrossEntropy.forward checks the label range "
-                   "with int(labels.min()) and int(labels.max()): two reads from the device "
-                   "every step (npsenet/nn/loss.py)")
 def test_no_layer_reads_a_number_from_the_device_during_an_epoch(fake_gpu, tmp_path):
     trainer = _trainer(tmp_path, "gpu")
     fake_gpu.clear()

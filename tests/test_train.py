@@ -231,3 +231,16 @@ def test_curves_and_progress_bars_are_optional(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "curves.png").exists()
     assert capsys.readouterr().err.count("matplotlib is not installed") == 1
     assert training.report._progress_bar(10, 0, "epoch 1/1", enabled=True) is None
+
+
+def test_a_run_checks_its_labels_once_on_the_host():
+    """The trainer checks every label before the first step (the loss then skips the
+    per-step range check that would wait for a GPU)."""
+    from npsenet.train.runs import _check_labels
+    _check_labels(np.array([0, 9, 3]), 10, "training")
+    with pytest.raises(ValueError, match=r"training labels must be class numbers from 0 to 9, "
+                                         r"got values from 0 to 10"):
+        _check_labels(np.array([0, 10]), 10, "training")
+    loss = ns.nn.SoftmaxCrossEntropy(check_device_labels=False)
+    with pytest.raises(ValueError, match="labels must be in"):   # NumPy labels: still checked
+        loss(np.zeros((2, 3)), np.array([0, 3]))

@@ -6,6 +6,9 @@ the derivative are in ``functional/loss.py``:
 """
 from __future__ import annotations
 
+import numpy as np
+
+from ..backend import get_array_module
 from ._checks import check_input, dtype_kind
 from .functional.loss import log_softmax  # noqa: F401  (ns.nn.loss.log_softmax)
 from .module import Module
@@ -18,10 +21,16 @@ class SoftmaxCrossEntropy(Module):
     forward(logits, labels): logits (N, K) float, labels (N,) integers in [0, K)
     -> the mean loss as a 0-d array (``float(loss)`` for a Python number).
     backward(dloss=1.0) -> dL/dlogits (N, K), scaled by ``dloss``.
+
+    The labels' range is checked at every call when they are NumPy arrays. Labels on the
+    GPU are checked only with ``check_device_labels=True`` (the default): reading their
+    minimum and maximum waits for the device, so the trainer, which checks its datasets'
+    labels once on the host, turns it off.
     """
 
-    def __init__(self, label_smoothing=0.0):
+    def __init__(self, label_smoothing=0.0, check_device_labels=True):
         super().__init__()
+        self.check_device_labels = bool(check_device_labels)
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"SoftmaxCrossEntropy: label_smoothing must be in [0, 1], "
                              f"got {label_smoothing!r}.")
@@ -41,7 +50,9 @@ class SoftmaxCrossEntropy(Module):
         if labels.shape != (n,):
             raise ValueError(f"SoftmaxCrossEntropy: expected labels of shape ({n},) to match "
                              f"{n} rows of logits, got {tuple(labels.shape)}.")
-        lo, hi = int(labels.min()), int(labels.max())
+        on_host = get_array_module(labels) is np
+        lo, hi = (int(labels.min()), int(labels.max())) if (
+            on_host or self.check_device_labels) else (0, 0)
         if lo < 0 or hi >= k:
             raise ValueError(f"SoftmaxCrossEntropy: labels must be in [0, {k - 1}] for {k} "
                              f"classes, got values from {lo} to {hi}.")

@@ -55,9 +55,21 @@ def _assemble(model, config, train_set, test_set, out_dir, progress):
     optimizer = SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
                     weight_decay=config["weight_decay"], nesterov=config["nesterov"])
     schedule = make_schedule(optimizer, config, len(train_loader))
-    loss_fn = SoftmaxCrossEntropy(label_smoothing=config["label_smoothing"])
+    for split, labels in (("training", train_set[1]), ("test", test_set[1])):
+        _check_labels(labels, config["num_classes"], split)
+    # the labels were checked here, once: no per-step check that waits for a GPU
+    loss_fn = SoftmaxCrossEntropy(label_smoothing=config["label_smoothing"],
+                                  check_device_labels=False)
     return Trainer(model, optimizer, schedule, loss_fn, train_loader, test_loader, out_dir,
                    config=config, progress=progress)
+
+
+def _check_labels(labels, num_classes, split):
+    """The labels of a split, on the host, in [0, num_classes): one line if not."""
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"the {split} labels must be class numbers from 0 to "
+                         f"{num_classes - 1}, got values from {int(labels.min())} to "
+                         f"{int(labels.max())}; is the dataset damaged?")
 
 
 def evaluate_checkpoint(path, dataset=None, data_dir=None, device="cpu", batch_size=256,
