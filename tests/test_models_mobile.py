@@ -208,24 +208,24 @@ def test_full_imagenet_models_run_forward_and_backward(name, zoo, code_path, rng
 @pytest.mark.parametrize("se", [None, SE, dict(SE, gate="tanh", squeeze="max", bias=False),
                                 dict(SE, no_squeeze=True)],
                          ids=["plain", "se", "se-tanh-max", "se-no-squeeze"])
-def test_small_mobilenet_equals_pytorch(se):
+def test_small_mobilenet_equals_pytorch(se, device):
     from npsenet.torch_reference.mobilenet import build_torch_mobilenet
     compare_with_torch = _parity()
     model = MobileNetV1(5, 1.0, 2, SMALL_UNITS, partial(ns.nn.SEBlock, **se) if se else None)
-    compare_with_torch(model, (2, 3, 16, 16),
+    compare_with_torch(model, (2, 3, 16, 16), device=device,
                        reference=build_torch_mobilenet(5, 1.0, 2, SMALL_UNITS, se))
 
 
 @pytest.mark.parametrize("se", [None, SE, dict(SE, gate="relu", bias=False)],
                          ids=["plain", "se", "se-relu"])
 @pytest.mark.parametrize("imagenet_stem", [True, False])
-def test_small_shufflenet_equals_pytorch(se, imagenet_stem, zero_mean_statistics):
+def test_small_shufflenet_equals_pytorch(se, imagenet_stem, zero_mean_statistics, device):
     from npsenet.torch_reference.shufflenet import build_torch_shufflenet
     compare_with_torch = _parity()
     model = ShuffleNetV1(5, imagenet_stem=imagenet_stem,
                          se_layer=partial(ns.nn.SEBlock, **se) if se else None, **SMALL_SHUFFLE)
     size = 32 if imagenet_stem else 16
-    compare_with_torch(model, (2, 3, size, size), reference=build_torch_shufflenet(
+    compare_with_torch(model, (2, 3, size, size), device=device, reference=build_torch_shufflenet(
         5, imagenet_stem=imagenet_stem, se=se, **SMALL_SHUFFLE))
 
 

@@ -183,10 +183,10 @@ def test_summary_compare_on_the_command_line(capsys, code_path):
 @pytest.mark.parametrize("se", [None, SE, dict(SE, gate="tanh", squeeze="max", bias=False),
                                 dict(SE, no_squeeze=True)],
                          ids=["plain", "se", "se-tanh-max", "se-no-squeeze"])
-def test_small_vgg_equals_pytorch(se):
+def test_small_vgg_equals_pytorch(se, device):
     from npsenet.torch_reference.vgg import build_torch_vgg
     compare_with_torch = _parity()
-    compare_with_torch(small_vgg(se), (2, 3, 32, 32),
+    compare_with_torch(small_vgg(se), (2, 3, 32, 32), device=device,
                        reference=build_torch_vgg(vgg16_layout(16), 5, 8, 7, 0.0, se))
 
 
