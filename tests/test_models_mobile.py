@@ -263,3 +263,15 @@ def test_full_se_shufflenet_equals_pytorch_in_eval_mode(zoo, code_path, rng):
         expected = twin(torch.from_numpy(x)).numpy()
     got = model(x)
     assert np.abs(got - expected).max() < 1e-9 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("name, first, blocks", [("se_mobilenet_v1_cifar", "features.0.se", 13),
+                                                 ("se_shufflenet_v1_cifar", "stage2.0.se", 8)])
+def test_gate_values_name_every_se_block(name, first, blocks, zoo, code_path, rng):
+    once(code_path)
+    model = zoo(name)
+    model.eval()
+    model(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
+    gates = ns.models.gate_values(model)
+    assert len(gates) == blocks and next(iter(gates)) == first
+    assert all(s.shape[0] == 2 and ((s > 0) & (s < 1)).all() for s in gates.values())

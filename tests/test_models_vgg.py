@@ -222,3 +222,13 @@ def test_adaptive_pool_names_the_sizes_it_takes(rng):
         AdaptiveAvgPool2d(7)(rng.standard_normal((1, 2, 10, 10)))
     with pytest.raises(ValueError, match="feature map is 3x3"):
         AdaptiveAvgPool2d(7)(rng.standard_normal((1, 2, 3, 3)))
+
+
+def test_gate_values_name_every_se_block(zoo, code_path, rng):
+    once(code_path)
+    model = zoo("se_vgg16_bn_cifar")
+    model.eval()
+    model(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
+    gates = ns.models.gate_values(model)
+    assert list(gates) == [f"features.{i + 2}.se" for i in CONVS]
+    assert gates["features.2.se"].shape == (2, 16)
