@@ -1,10 +1,11 @@
 """The fast path's forward/backward pairs, under the plain path's names: what the layers
 call when ``ns.nn.is_fast()``. Pairs that are fast enough in plain form (linear, sigmoid,
-tanh, max and average pool, the loss, the max squeeze, flatten, channel shuffle, dropout)
-are the plain ones."""
+tanh, max and average pool, the loss, the max squeeze, flatten, channel shuffle, dropout,
+the rectangular convolutions) are the plain ones."""
 from ..functional import (avg_pool2d_backward, avg_pool2d_forward,  # noqa: F401
                           channel_shuffle_backward, channel_shuffle_forward, dropout_backward,
-                          dropout_forward, flatten_backward, flatten_forward,
+                          dropout_forward, factorized_conv2d_backward,
+                          factorized_conv2d_forward, flatten_backward, flatten_forward,
                           global_max_pool_backward, global_max_pool_forward,
                           linear_backward, linear_forward, max_pool2d_backward,
                           max_pool2d_forward, sigmoid_backward, sigmoid_forward,

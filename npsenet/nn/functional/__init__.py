@@ -13,7 +13,8 @@ The layers of ``npsenet.nn`` call these pairs when the fast path is off
 """
 from .activation import (relu_backward, relu_forward, sigmoid, sigmoid_backward,
                          sigmoid_forward, tanh_backward, tanh_forward)
-from .conv import col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col, pad_images
+from .conv import (col2im, conv2d_backward, conv2d_forward, conv_output_size,
+                   factorized_conv2d_backward, factorized_conv2d_forward, im2col, pad_images)
 from .dropout import dropout_backward, dropout_forward
 from .linear import linear_backward, linear_forward
 from .loss import log_softmax, softmax_cross_entropy_backward, softmax_cross_entropy_forward
@@ -27,6 +28,7 @@ from .se import channel_scale_backward, channel_scale_forward
 
 __all__ = [
     "conv_output_size", "pad_images", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
+    "factorized_conv2d_forward", "factorized_conv2d_backward",
     "linear_forward", "linear_backward",
     "batchnorm_forward", "batchnorm_eval_forward", "batchnorm_backward",
     "relu_forward", "relu_backward", "sigmoid", "sigmoid_forward", "sigmoid_backward",

@@ -21,6 +21,10 @@ Its backward pass:
 Groups split the channels into g independent convolutions: the matrices carry a leading
 group axis, (g, C_in/g k k, N H' W'), and the same products run per group.
 
+Rectangular kh x kw kernels at stride 1 (the 1 x 7 and 7 x 1 convolutions of Inception-ResNet,
+``ns.nn.FactorizedConv2d``) are the same product over a kh x kw window:
+``factorized_conv2d_forward`` / ``factorized_conv2d_backward``.
+
 The fast path (``npsenet/nn/fast/``) computes the same numbers without building the patch
 matrix for stride-1 convolutions; notebook 01 shows it as a rearrangement of these
 equations.
@@ -149,4 +153,69 @@ def conv2d_backward(dy, cache):
     dcols = xp.matmul(w_mat.swapaxes(1, 2), dy_mat)                         # W_mat^T dY
     dx = col2im(dcols.reshape(x.shape[1], k, k, n, ho, wo), x.shape, k, stride, padding)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    return dx, dw, db
+
+
+# -- rectangular kernels, stride 1 (Inception-ResNet's 1 x 7, 7 x 1, 1 x 3, 3 x 1) ----------
+def _window_columns(x, kh, kw, ph, pw):
+    """cols (C, kh, kw, N, H', W') with cols[c, i, j, n, h, w] = x_pad[n, c, h + i, w + j]."""
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    ho, wo = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+    cols = xp.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = x_pad[:, :, i:i + ho, j:j + wo].transpose(1, 0, 2, 3)
+    return cols
+
+
+def factorized_conv2d_forward(x, weight, bias, padding):
+    """y = conv(x, W) + b for a kh x kw kernel, stride 1.
+
+    Args:
+        x: (N, C, H, W).
+        weight: (C_out, C, kh, kw).
+        bias: (C_out,) or None.
+        padding: (ph, pw), zeros added on both sides of H and of W.
+
+    Returns:
+        y (N, C_out, H + 2 ph - kh + 1, W + 2 pw - kw + 1) and the cache
+        (x, weight, padding, has_bias) for :func:`factorized_conv2d_backward`.
+    """
+    xp = get_array_module(x)
+    c_out, c, kh, kw = weight.shape
+    ph, pw = padding
+    cols = _window_columns(x, kh, kw, ph, pw)
+    ho, wo = cols.shape[-2:]
+    n = x.shape[0]
+    y = xp.matmul(weight.reshape(c_out, -1), cols.reshape(c * kh * kw, -1))
+    y = xp.ascontiguousarray(y.reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3))
+    if bias is not None:
+        y += bias[None, :, None, None]
+    return y, (x, weight, padding, bias is not None)
+
+
+def factorized_conv2d_backward(dy, cache):
+    """dy (N, C_out, H', W') -> (dx (N, C, H, W), dW (C_out, C, kh, kw), db (C_out,) or None).
+
+    dW = dY cols^T with cols rebuilt from x; dx is col2im of W_mat^T dY: each window
+    position (i, j) adds its share back to the input pixel it read, the padding's share
+    dropped. dy is not written into.
+    """
+    x, weight, (ph, pw), has_bias = cache
+    xp = get_array_module(dy)
+    c_out, c, kh, kw = weight.shape
+    n, _, h, w = x.shape
+    ho, wo = dy.shape[2:]
+    dy_mat = dy.transpose(1, 0, 2, 3).reshape(c_out, n * ho * wo)
+    cols = _window_columns(x, kh, kw, ph, pw).reshape(c * kh * kw, -1)
+    dw = xp.matmul(dy_mat, cols.T).reshape(weight.shape)
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    dcols = xp.matmul(weight.reshape(c_out, -1).T, dy_mat).reshape(c, kh, kw, n, ho, wo)
+    dx_pad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dx_pad[:, :, i:i + ho, j:j + wo] += dcols[:, i, j].transpose(1, 0, 2, 3)
+    dx = xp.ascontiguousarray(dx_pad[:, :, ph:ph + h, pw:pw + w])
     return dx, dw, db
