@@ -325,8 +325,11 @@ def test_summary_compare(name, twin, size, capsys, once):
     assert "SE adds" in out
 
 
-def test_summary_compare_of_senet154_says_there_is_no_twin(capsys, once):
+def test_summary_compare_of_senet154_sets_it_beside_itself_without_se(capsys, once):
+    """SENet-154 has no registered twin without SE: --compare builds it with se_stages=[]."""
     from npsenet.cli import main
-    assert main(["summary", "--model", "senet154", "--compare"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "no registered twin without SE" in err and len(err.splitlines()) == 1
+    assert main(["summary", "--model", "senet154", "--compare", "--input-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "senet154 without SE (se_stages=[])" in out and f"{FULL_SIZE['senet154']:,}" in out
+    se_row = next(line for line in out.splitlines() if line.startswith("SE adds"))
+    assert "(+" in se_row

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from ...models import build_model
 from ..args import (SE_ARGUMENTS, add_device_argument, add_model_arguments, model_from_args,
                     positive_int)
 
@@ -53,22 +54,32 @@ def run(args):
 
     se_name, plain_name = se_and_plain(info, model_names())
     se_args = argparse.Namespace(**dict(vars(args), model=se_name))
-    plain_args = argparse.Namespace(**dict(vars(args), model=plain_name,
-                                           **dict.fromkeys(SE_ARGUMENTS)))   # no SE options
     with_se = summary(model_from_args(se_args, num_classes).to(device=args.device), shape)
-    plain = summary(model_from_args(plain_args, num_classes).to(device=args.device), shape)
+    if plain_name is None:       # no registered twin: the same network with no SE stage
+        try:
+            plain_model = build_model(se_name, num_classes=num_classes, se_stages=[])
+        except ValueError:
+            raise ValueError(f"--compare: {se_name} has no registered twin without SE and "
+                             "cannot be built without SE stages; drop --compare.") from None
+        plain_model.name = f"{se_name} without SE (se_stages=[])"
+    else:
+        plain_args = argparse.Namespace(**dict(vars(args), model=plain_name,
+                                               **dict.fromkeys(SE_ARGUMENTS)))   # no SE options
+        plain_model = model_from_args(plain_args, num_classes)
+    plain = summary(plain_model.to(device=args.device), shape)
     print(compare_table(plain, with_se))
     return 0
 
 
 def se_and_plain(info, names):
-    """(the SE model, its plain twin) for ``--compare`` of either one."""
+    """(the SE model, its plain twin) for ``--compare`` of either one; the twin is None for
+    an SE model without one (SENet-154), which is then compared with itself built with
+    ``se_stages=[]``."""
     from ...models.registry import model_info
 
     if info.takes_se_options:
         if info.plain_twin is None:
-            raise ValueError(f"--compare: {info.name} has no registered twin without SE to "
-                             "compare with; drop --compare.")
+            return info.name, None      # compared with itself built with se_stages=[]
         return info.name, info.plain_twin
     for name in names:
         if model_info(name).plain_twin == info.name:
