@@ -8,7 +8,7 @@ For each registered ``*_cifar`` model (or those named with ``--models``) and eac
 runs ``npsenet.train`` with the default recipe of ``npsenet train`` (SGD, momentum 0.9,
 weight decay 5e-4, batch 128, lr 0.1 with warm-up and cosine decay, crops and flips) for
 ``--epochs`` epochs, then writes one CSV row per model: parameters, the final test error
-of every seed, their mean, and seconds per epoch. A run whose folder already holds a
+of every seed, their mean, and the last epoch's seconds. A run whose folder already holds a
 finished ``metrics.csv`` is read instead of trained again, so an interrupted sweep
 continues where it stopped.
 
