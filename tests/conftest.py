@@ -51,3 +51,16 @@ def cifar_subset_root():
     if not (CIFAR_SUBSET / "cifar-10-batches-py" / "data_batch_1").exists():
         pytest.skip(f"real CIFAR-10 subset not found at {CIFAR_SUBSET}")
     return CIFAR_SUBSET
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    """name -> the registered model with its default options, each built once per test
+    module (the large ImageNet models take seconds to initialise)."""
+    built = {}
+
+    def get(name):
+        if name not in built:
+            built[name] = ns.models.build_model(name)
+        return built[name]
+    return get

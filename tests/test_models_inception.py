@@ -19,7 +19,7 @@ from npsenet.models.inception import BNInception, InceptionModule, BN_INCEPTION_
 from npsenet.models.inception_resnet import AvgPool2dExcludePad, InceptionResNetV2
 from npsenet.nn.factorized_conv import FactorizedConv2d
 
-from helpers import normwise_error
+from helpers import count, normwise_error, once
 
 pytestmark = pytest.mark.usefixtures("code_path")   # on the fast and the plain path
 
@@ -39,33 +39,10 @@ SMALLEST = {"bn_inception": 64, "se_bn_inception": 64, "inception_resnet_v2": 75
             "se_inception_resnet_v2": 75}
 
 
-def count(model):
-    return sum(p.size for p in model.parameters())
-
-
-@pytest.fixture(scope="module")
-def zoo():
-    """name -> the registered model with its default options, each built once per module
-    (the Inception-ResNet-v2s take seconds to initialise)."""
-    built = {}
-
-    def get(name):
-        if name not in built:
-            built[name] = ns.models.build_model(name)
-        return built[name]
-    return get
-
-
 @pytest.fixture(params=list(FULL_SIZE))
 def full_model(request, zoo):
     """(name, the model with its default classes)."""
     return request.param, zoo(request.param)
-
-
-def once(code_path):
-    """Checks that do not depend on the code path run on the fast one only."""
-    if code_path == "plain":
-        pytest.skip("independent of the code path: checked on the fast path")
 
 
 def _parity():

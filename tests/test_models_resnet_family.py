@@ -18,6 +18,8 @@ from npsenet.models.se_options import se_config
 from npsenet.models.senet import SEBottleneck, SENet, senet_from_options
 from npsenet.models.specs import ResNetSpec
 
+from helpers import count
+
 pytestmark = pytest.mark.usefixtures("code_path")   # on the fast and the plain path
 
 COMPOSITE_TOL = 1e-6      # as tests/test_models.py: composite blocks in float64
@@ -33,10 +35,6 @@ FULL_SIZE = {
     "senet154": 115_088_984,
     "resnext_cifar": 204_250, "se_resnext_cifar": 236_506,
 }
-
-
-def count(model):
-    return sum(p.size for p in model.parameters())
 
 
 @pytest.fixture

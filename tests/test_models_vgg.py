@@ -16,6 +16,8 @@ import npsenet as ns
 from npsenet.cli import main
 from npsenet.models.vgg import VGG, AdaptiveAvgPool2d, ReLUThenSE, vgg16_layout
 
+from helpers import count, once
+
 pytestmark = pytest.mark.usefixtures("code_path")   # on the fast and the plain path
 
 SE = {"reduction": 4, "squeeze": "avg", "gate": "sigmoid", "bias": True, "no_squeeze": False,
@@ -23,29 +25,6 @@ SE = {"reduction": 4, "squeeze": "avg", "gate": "sigmoid", "bias": True, "no_squ
 COUNTS = {"vgg16_bn": 138_365_992, "se_vgg16_bn": 138_596_784,
           "vgg16_bn_cifar": 924_186, "se_vgg16_bn_cifar": 938_330}
 CONVS = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40)   # torchvision's feature indices
-
-
-def count(model):
-    return sum(p.size for p in model.parameters())
-
-
-def once(code_path):
-    """Checks that do not depend on the code path run on the fast one only."""
-    if code_path == "plain":
-        pytest.skip("independent of the code path: checked on the fast path")
-
-
-@pytest.fixture(scope="module")
-def zoo():
-    """name -> the registered model with its defaults, built once per module (the two
-    ImageNet VGGs hold 138 M parameters each)."""
-    built = {}
-
-    def get(name):
-        if name not in built:
-            built[name] = ns.models.build_model(name)
-        return built[name]
-    return get
 
 
 def small_vgg(se=None, num_classes=5, drop_rate=0.0):
