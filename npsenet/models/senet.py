@@ -39,7 +39,7 @@ from .. import init
 from ..nn import (BatchNorm2d, Conv2d, Dropout, GlobalAvgPool2d, Linear, MaxPool2d, Module,
                   ReLU, Sequential)
 from ..nn._checks import positive_int
-from .blocks import ResidualBlock
+from .blocks import Bottleneck, ResidualBlock
 from .registry import register_model
 from .se_options import se_config, se_layer_factory
 
@@ -49,13 +49,14 @@ SENET154_GROUPS = 64
 SENET154_STEM_WIDTH = 64
 
 
-class SEBottleneck(ResidualBlock):
+class SEBottleneck(Bottleneck):
     """SENet-154's block: F(x) = BN(conv1x1(ReLU(BN(conv3x3_s,g(ReLU(BN(conv1x1(x)))))))).
 
     conv1: C_in -> 2 planes (1x1); conv2: 2 planes -> 4 planes (3x3, stride s, ``groups``
     groups); conv3: 4 planes -> 4 planes (1x1); C_out = 4 planes. The SE layer, shortcut
     and placements are :class:`~npsenet.models.blocks.ResidualBlock`'s (``3x3``: the SE
-    layer 4 planes wide after conv2's BN and ReLU).
+    layer 4 planes wide after conv2's BN and ReLU); the branch's forward and backward are
+    :class:`~npsenet.models.blocks.Bottleneck`'s.
 
     Args:
         in_channels: C_in.
@@ -74,7 +75,9 @@ class SEBottleneck(ResidualBlock):
 
     def __init__(self, in_channels, planes, stride=1, se_layer=None, placement="standard",
                  *, groups=SENET154_GROUPS, downsample_kernel=1):
-        super().__init__()
+        # Bottleneck's layers under Bottleneck's names, so its branch forward and backward
+        # serve as they are; only the widths differ, hence ResidualBlock's __init__
+        ResidualBlock.__init__(self)
         groups = positive_int(groups, "groups", "SEBottleneck")
         if (2 * planes) % groups:
             raise ValueError(f"SEBottleneck: groups must divide 2 * planes = {2 * planes}, "
@@ -92,16 +95,6 @@ class SEBottleneck(ResidualBlock):
         self._add_shortcut_and_se(in_channels, out_channels, stride, se_layer, placement,
                                   inner_channels=out_channels,
                                   downsample_kernel=downsample_kernel)
-
-    def _branch_forward(self, x):
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self._inner_se(self.relu2(self.bn2(self.conv2(out))))
-        return self.bn3(self.conv3(out))
-
-    def _branch_backward(self, dout):
-        d = self._inner_se_backward(self.conv3.backward(self.bn3.backward(dout)))
-        d = self.conv2.backward(self.bn2.backward(self.relu2.backward(d)))
-        return self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
 
 
 class SENet(Module):
