@@ -159,7 +159,8 @@ def _se_resnet(name, num_classes, reduction, bias, se_options):
 # -- CIFAR (32x32 inputs): 3 stages of basic blocks, 16/32/64 channels -------------------
 # SE options of every se_ factory: squeeze ("avg" or "max"), gate ("sigmoid", "tanh" or
 # "relu"), placement (one of PLACEMENTS), se_stages (stage numbers from 1), no_squeeze
-# (1x1 convolutions instead of pooling and FC layers); see npsenet.nn.SEBlock.
+# (1x1 convolutions instead of pooling and FC layers), divisor (the hidden width's
+# rounding); see npsenet.nn.SEBlock.
 
 @register_model
 def se_resnet20(num_classes=10, reduction=16, bias=False, **se_options):
@@ -171,7 +172,8 @@ def se_resnet20(num_classes=10, reduction=16, bias=False, **se_options):
         num_classes: outputs of ``fc``.
         reduction: r; the SE's hidden width is max(1, C // r).
         bias: biases in the SE's two FC layers (off by default for the CIFAR models).
-        **se_options: squeeze, gate, placement, se_stages (from 1..3), no_squeeze.
+        **se_options: squeeze, gate, placement, se_stages (from 1..3), no_squeeze,
+            divisor.
     """
     return _se_resnet("se_resnet20", num_classes, reduction, bias, se_options)
 
@@ -197,7 +199,8 @@ def se_resnet32(num_classes=10, reduction=16, bias=False, **se_options):
         num_classes: outputs of ``fc``.
         reduction: r; the SE's hidden width is max(1, C // r).
         bias: biases in the SE's two FC layers (off by default for the CIFAR models).
-        **se_options: squeeze, gate, placement, se_stages (from 1..3), no_squeeze.
+        **se_options: squeeze, gate, placement, se_stages (from 1..3), no_squeeze,
+            divisor.
     """
     return _se_resnet("se_resnet32", num_classes, reduction, bias, se_options)
 
@@ -223,7 +226,8 @@ def se_resnet56(num_classes=10, reduction=16, bias=False, **se_options):
         num_classes: outputs of ``fc``.
         reduction: r; the SE's hidden width is max(1, C // r).
         bias: biases in the SE's two FC layers (off by default for the CIFAR models).
-        **se_options: squeeze, gate, placement, se_stages (from 1..3), no_squeeze.
+        **se_options: squeeze, gate, placement, se_stages (from 1..3), no_squeeze,
+            divisor.
     """
     return _se_resnet("se_resnet56", num_classes, reduction, bias, se_options)
 
@@ -249,7 +253,8 @@ def se_resnet110(num_classes=10, reduction=16, bias=False, **se_options):
         num_classes: outputs of ``fc``.
         reduction: r; the SE's hidden width is max(1, C // r).
         bias: biases in the SE's two FC layers (off by default for the CIFAR models).
-        **se_options: squeeze, gate, placement, se_stages (from 1..3), no_squeeze.
+        **se_options: squeeze, gate, placement, se_stages (from 1..3), no_squeeze,
+            divisor.
     """
     return _se_resnet("se_resnet110", num_classes, reduction, bias, se_options)
 
@@ -278,7 +283,8 @@ def se_resnet50(num_classes=1000, reduction=16, bias=True, **se_options):
         reduction: r; the SE's hidden width is max(1, C // r).
         bias: biases in the SE's two FC layers (on by default for the ImageNet models;
             28,071,976 parameters without).
-        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze.
+        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze,
+            divisor.
     """
     return _se_resnet("se_resnet50", num_classes, reduction, bias, se_options)
 
@@ -304,7 +310,8 @@ def se_resnet101(num_classes=1000, reduction=16, bias=True, **se_options):
         num_classes: outputs of ``fc``.
         reduction: r; the SE's hidden width is max(1, C // r).
         bias: biases in the SE's two FC layers (on by default for the ImageNet models).
-        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze.
+        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze,
+            divisor.
     """
     return _se_resnet("se_resnet101", num_classes, reduction, bias, se_options)
 
@@ -330,7 +337,8 @@ def se_resnet152(num_classes=1000, reduction=16, bias=True, **se_options):
         num_classes: outputs of ``fc``.
         reduction: r; the SE's hidden width is max(1, C // r).
         bias: biases in the SE's two FC layers (on by default for the ImageNet models).
-        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze.
+        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze,
+            divisor.
     """
     return _se_resnet("se_resnet152", num_classes, reduction, bias, se_options)
 
@@ -363,7 +371,8 @@ def se_resnet18(num_classes=1000, reduction=16, bias=True, divisor=8, **se_optio
         reduction: r.
         bias: biases in the SE's two FC layers (on, as timm's).
         divisor: the SE's hidden width is C / r rounded to a multiple of it (timm's 8).
-        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze.
+        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze,
+            divisor.
     """
     return _se_resnet("se_resnet18", num_classes, reduction, bias,
                       dict(se_options, divisor=divisor))
@@ -392,7 +401,8 @@ def se_resnet34(num_classes=1000, reduction=16, bias=True, divisor=8, **se_optio
         reduction: r.
         bias: biases in the SE's two FC layers (on, as timm's).
         divisor: the SE's hidden width is C / r rounded to a multiple of it (timm's 8).
-        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze.
+        **se_options: squeeze, gate, placement, se_stages (from 1..4), no_squeeze,
+            divisor.
     """
     return _se_resnet("se_resnet34", num_classes, reduction, bias,
                       dict(se_options, divisor=divisor))
