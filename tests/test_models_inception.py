@@ -1,7 +1,7 @@
 """The Inception side of the SE family: BN-Inception and SE-BN-Inception (the official SE
 release's layout), Inception-ResNet-v2 and SE-Inception-ResNet-v2 (timm's), their CIFAR
 versions, and the two layers they need beyond ns.nn (FactorizedConv2d for the 1x7 / 7x1 /
-1x3 / 3x1 kernels, AvgPool2dExcludePad for Mixed_5b's pool): exact parameter counts and
+1x3 / 3x1 kernels, AvgPool2d(count_include_pad=False) for Mixed_5b's pool): exact parameter counts and
 MACs, forward and backward of every full-size model, float64 parity with the PyTorch twins
 (the full SE-BN-Inception at 64x64; Inception-ResNet-v2 at 1/16 of its widths and one block
 per stage), gradient checks of the new layers and the errors they raise.
@@ -16,7 +16,7 @@ import pytest
 import npsenet as ns
 from npsenet.gradcheck import check_layer
 from npsenet.models.inception import BNInception, InceptionModule, BN_INCEPTION_MODULES
-from npsenet.models.inception_resnet import AvgPool2dExcludePad, InceptionResNetV2
+from npsenet.models.inception_resnet import InceptionResNetV2
 from npsenet.nn.factorized_conv import FactorizedConv2d
 
 from helpers import count, normwise_error, once
@@ -301,7 +301,7 @@ def test_factorized_conv_errors():
 
 def test_avg_pool_exclude_pad_matches_pytorch(rng):
     torch = pytest.importorskip("torch")
-    layer = AvgPool2dExcludePad(3, stride=1, padding=1)
+    layer = ns.nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
     x = rng.standard_normal((2, 3, 5, 6))
     y = layer(x)
     dy = rng.standard_normal(y.shape)
@@ -310,7 +310,7 @@ def test_avg_pool_exclude_pad_matches_pytorch(rng):
     yt = torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False)(xt)
     (yt * torch.from_numpy(dy)).sum().backward()
     assert normwise_error(y, yt) < 1e-12 and normwise_error(dx, xt.grad) < 1e-12
-    errors = check_layer(AvgPool2dExcludePad(3, stride=2, padding=1),
+    errors = check_layer(ns.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
                          rng.standard_normal((1, 2, 5, 5)))
     assert max(errors.values()) < GRAD_TOL, errors
 

@@ -99,6 +99,19 @@ def test_avg_pool2d_matches_torch(case, device):
              rng.standard_normal((n, c, h, w)), device, rng)
 
 
+@pytest.mark.parametrize("case", AVG_POOL_CASES,
+                         ids=[f"n{c[0]}c{c[1]}-{c[2]}x{c[3]}-k{c[4]}s{c[5]}p{c[6]}"
+                              for c in AVG_POOL_CASES])
+def test_avg_pool2d_without_the_padding_in_the_mean_matches_torch(case, device):
+    """count_include_pad=False: each window's mean over its pixels inside the image."""
+    n, c, h, w, k, s, p = case
+    rng = np.random.default_rng(sum(case) + 1)
+    layer = ns.nn.AvgPool2d(k, s, p, count_include_pad=False)
+    assert "count_include_pad=False" in repr(layer)
+    run_both(layer, lambda x: F.avg_pool2d(x, k, s, p, ceil_mode=False, count_include_pad=False),
+             rng.standard_normal((n, c, h, w)), device, rng)
+
+
 def test_avg_pool2d_defaults_and_repr():
     pool = ns.nn.AvgPool2d(3)
     assert (pool.kernel_size, pool.stride, pool.padding) == (3, 3, 0)
@@ -356,9 +369,15 @@ def test_scaled_residual_matches_torch(case, device):
 
 @pytest.mark.parametrize("activation", [True, False])
 def test_scaled_residual_gradcheck(activation, device, rng):
+    ns.manual_seed(7)           # the branch's weights do not depend on the tests run before
     layer = ns.nn.ScaledResidual(ns.nn.Conv2d(2, 2, 3, padding=1), 0.2, activation)
     layer.to(device=device, dtype=np.float64)
-    errors = check_layer(layer, to_device(rng.standard_normal((2, 2, 3, 3)), device))
+    x = rng.standard_normal((2, 2, 3, 3))
+    x += np.sign(x) * 0.5       # keep x + 0.2 f(x) away from the ReLU's kink
+    x = to_device(x, device)
+    pre = to_numpy(x + 0.2 * layer.branch(x))
+    assert np.abs(pre).min() > 1e-3, "an input at the ReLU's kink: choose another seed"
+    errors = check_layer(layer, x)
     assert set(errors) == {"input", "branch.weight", "branch.bias"}
     assert max(errors.values()) < GRAD_TOL, errors
 

@@ -15,7 +15,7 @@ Mixed_5b (320 channels at 35x35); 10 Block35 (Inception-ResNet-A, scale 0.17); M
 ``conv2d``, which has a bias and no BN. Block17's 1x7 and 7x1 and Block8's 1x3 and 3x1
 kernels are :class:`~npsenet.nn.factorized_conv.FactorizedConv2d`. Mixed_5b's pooling
 branch averages over the window's pixels inside the image only
-(:class:`AvgPool2dExcludePad`, PyTorch's ``count_include_pad=False``).
+(``ns.nn.AvgPool2d(..., count_include_pad=False)``, as PyTorch's).
 
 A residual block is a :class:`~npsenet.nn.ScaledResidual` around a
 :class:`ResidualBranch`:
@@ -60,13 +60,10 @@ the up-projections' biases, ``classif`` and the SE's FC layers PyTorch's default
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import init
-from ..backend import device_of, to_device
 from ..nn import (AvgPool2d, Concat, Conv2d, Dropout, GlobalAvgPool2d, Linear, MaxPool2d,
                   Module, ScaledResidual, Sequential)
-from ..nn._checks import check_dout, check_input, positive_int
+from ..nn._checks import positive_int
 from ..nn.factorized_conv import FactorizedConv2d
 from .inception import BasicConv2d, divided
 from .registry import register_model
@@ -79,57 +76,6 @@ REPEATS = (10, 20, 9)         # blocks in repeat, repeat_1, repeat_2 (plus the l
 # the CIFAR networks: 1/8 of every width, one Block35, two Block17, one Block8 before the
 # final one, and a stride-1 stem
 CIFAR_CONFIG = {"width_divisor": 8, "repeats": (1, 2, 0), "cifar_stem": True}
-
-
-class AvgPool2dExcludePad(Module):
-    """k x k average pool whose mean runs over the window's pixels inside the image only
-    (PyTorch's ``nn.AvgPool2d(k, s, p, count_include_pad=False)``):
-
-        y[n, c, h, w] = A(x)[n, c, h, w] · k² / count(h, w)
-
-    where A is :class:`~npsenet.nn.AvgPool2d` (the padding's zeros counted, so A sums the
-    window's in-image pixels and divides by k²) and count(h, w) is how many of the
-    window's k² positions lie inside the image. The factor R = k² / count depends only on
-    the position, so backward is A's backward of dy ⊙ R.
-
-    Sub-module ``pool`` (the AvgPool2d; ``npsenet summary`` counts its k² MACs per
-    output; the rescale is not counted).
-
-    forward(x): (N, C, H, W) -> (N, C, H', W') with A's output size.
-    backward(dy): (N, C, H', W') -> dx (N, C, H, W).
-    """
-
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
-        self.pool = AvgPool2d(kernel_size, stride, padding)
-        self.cache = None
-
-    def extra_repr(self):
-        return self.pool.extra_repr()
-
-    def rescale(self, height, width):
-        """R (H', W') = k² / count for an input of height x width (float64, on the CPU)."""
-        k, s, p = self.pool.kernel_size, self.pool.stride, self.pool.padding
-
-        def inside(size):
-            out = (size + 2 * p - k) // s + 1
-            start = np.arange(out) * s - p
-            return np.minimum(start + k, size) - np.maximum(start, 0)
-
-        return k * k / np.outer(inside(height), inside(width))
-
-    def forward(self, x):
-        check_input(x, f"AvgPool2dExcludePad({self.extra_repr()})", 4, "(N, C, H, W)")
-        factor = to_device(self.rescale(*x.shape[2:]).astype(x.dtype), device_of(x))
-        y = self.pool(x) * factor
-        self.cache = (factor, y.shape, y.dtype)
-        return y
-
-    def backward(self, dout):
-        factor, shape, dtype = self.saved_cache()
-        check_dout(dout, shape, "AvgPool2dExcludePad", dtype)
-        self.release_cache()
-        return self.pool.backward(dout * factor)
 
 
 class ResidualBranch(Module):
@@ -263,7 +209,7 @@ class InceptionResNetV2(Module):
             branch2=Sequential(BasicConv2d(c, w(64), 1, eps=EPS),
                                BasicConv2d(w(64), w(96), 3, padding=1, eps=EPS),
                                BasicConv2d(w(96), w(96), 3, padding=1, eps=EPS)),
-            branch3=Sequential(AvgPool2dExcludePad(3, stride=1, padding=1),
+            branch3=Sequential(AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
                                BasicConv2d(c, w(64), 1, eps=EPS)))
         self.repeat = Sequential(*[block35(w, SCALES[0], se_layer) for _ in range(repeats[0])])
         # 17x17: Mixed_6a and the Block17s

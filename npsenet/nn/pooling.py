@@ -117,33 +117,40 @@ class MaxPool2d(Module):
 
 class AvgPool2d(Module):
     """k x k average pooling with stride s and zero padding p, as PyTorch's
-    ``nn.AvgPool2d`` (``count_include_pad=True``, floor mode): the padding's zeros count
-    in the mean,
+    ``nn.AvgPool2d`` (floor mode). With ``count_include_pad=True`` (the default, PyTorch's
+    too) the padding's zeros count in the mean; with ``False`` the mean runs over the
+    m(h, w) pixels of each window that lie inside the image (Inception-ResNet-v2's pool):
 
-        y[n, c, h, w] = 1/k^2 sum_{i,j} x_pad[n, c, s*h + i, s*w + j].
+        y[n, c, h, w] = 1/d(h, w) sum_{i,j} x_pad[n, c, s*h + i, s*w + j],
+        d(h, w) = k^2, or m(h, w).
 
     forward(x): (N, C, H, W) -> (N, C, H', W'), H' = floor((H + 2p - k)/s) + 1.
     backward(dy): (N, C, H', W') -> dx (N, C, H, W); every pixel of a window gets
-    dy / k^2 from it (dy[n, c, h, w] / k^2 for each x_pad[n, c, s*h + i, s*w + j]);
+    dy / d from it (dy[n, c, h, w] / d(h, w) for each x_pad[n, c, s*h + i, s*w + j]);
     overlapping windows add, and the padding's share is dropped.
 
     ``stride`` defaults to ``kernel_size``; ``padding`` may be at most k // 2.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
         super().__init__()
         self.kernel_size, self.stride, self.padding = _window_arguments(
             "AvgPool2d", kernel_size, stride, padding)
+        if not isinstance(count_include_pad, bool):
+            raise ValueError(f"AvgPool2d: count_include_pad must be True or False, got "
+                             f"{count_include_pad!r}.")
+        self.count_include_pad = count_include_pad
         self.cache = None
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        s = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return s + ("" if self.count_include_pad else ", count_include_pad=False")
 
     def forward(self, x):
         k, s, p = self.kernel_size, self.stride, self.padding
         _check_window_input(x, f"AvgPool2d({self.extra_repr()})", k, s, p)
         path = active_path()
-        y, cache = path.avg_pool2d_forward(x, k, s, p)
+        y, cache = path.avg_pool2d_forward(x, k, s, p, self.count_include_pad)
         return self.keep(path, cache, y)
 
     def backward(self, dout):

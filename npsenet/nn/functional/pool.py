@@ -108,15 +108,17 @@ def max_pool2d_backward(dy, cache):
     return dx_pad[:, :, p:p + h, p:p + w]
 
 
-def avg_pool2d_forward(x, kernel, stride, padding):
+def avg_pool2d_forward(x, kernel, stride, padding, count_include_pad=True):
     """y (N, C, H', W'), the mean of each k x k window of x (N, C, H, W), stride s, zero
-    padding p counted in the mean (PyTorch's ``count_include_pad=True``), floor mode:
+    padding p, floor mode. With ``count_include_pad`` (PyTorch's default) the padding's
+    zeros count in the mean; without it the mean runs over the window's m(h, w) pixels
+    inside the image (Inception-ResNet-v2's pool):
 
-        y[n, c, h, w] = 1/k^2 sum_{i,j} x_pad[n, c, s*h + i, s*w + j]
-        H' = floor((H + 2p - k)/s) + 1
+        y[n, c, h, w] = 1/d(h, w) sum_{i,j} x_pad[n, c, s*h + i, s*w + j]
+        d(h, w) = k^2, or m(h, w)          H' = floor((H + 2p - k)/s) + 1
 
     A loop over the k*k window offsets, each a strided view of the whole batch; the
-    cache is (x's shape, kernel, stride, padding)."""
+    cache is (x's shape, kernel, stride, padding, d)."""
     h, w = x.shape[2:]
     ho = conv_output_size(h, kernel, stride, padding)
     wo = conv_output_size(w, kernel, stride, padding)
@@ -126,21 +128,35 @@ def avg_pool2d_forward(x, kernel, stride, padding):
         for j in range(kernel):
             window = x_pad[offset_window(i, j, stride, ho, wo)]
             total = window.copy() if total is None else total + window
-    y = total / (kernel * kernel)
-    return y, (x.shape, kernel, stride, padding)
+    divisor = kernel * kernel if count_include_pad else _pixels_in_windows(
+        x, kernel, stride, padding, ho, wo)
+    return total / divisor, (x.shape, kernel, stride, padding, divisor)
+
+
+def _pixels_in_windows(x, kernel, stride, padding, ho, wo):
+    """m (H', W'): how many of each window's k^2 positions lie inside the H x W image, in
+    x's dtype on x's device."""
+    xp = get_array_module(x)
+
+    def inside(size, out):
+        start = xp.arange(out) * stride - padding
+        return xp.minimum(start + kernel, size) - xp.maximum(start, 0)
+
+    h, w = x.shape[2:]
+    return xp.outer(inside(h, ho), inside(w, wo)).astype(x.dtype)
 
 
 def avg_pool2d_backward(dy, cache):
     """dy (N, C, H', W') -> dx (N, C, H, W). Each output is a weighted sum with weight
-    1/k^2 on every pixel of its window, so
+    1/d(h, w) on every pixel of its window, so
 
-        dx_pad[n, c, s*h + i, s*w + j] += dy[n, c, h, w] / k^2   for every offset (i, j);
+        dx_pad[n, c, s*h + i, s*w + j] += dy[n, c, h, w] / d(h, w)   for every offset (i, j);
 
     overlapping windows add (strided ``+=`` per offset), and the padding's share is dropped."""
-    (n, c, h, w), kernel, stride, p = cache
+    (n, c, h, w), kernel, stride, p, divisor = cache
     xp = get_array_module(dy)
     ho, wo = dy.shape[2:]
-    share = dy / (kernel * kernel)
+    share = dy / divisor
     dx_pad = xp.zeros((n, c, h + 2 * p, w + 2 * p), dtype=dy.dtype)
     for i in range(kernel):
         for j in range(kernel):
