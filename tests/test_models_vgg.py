@@ -14,7 +14,8 @@ import pytest
 
 import npsenet as ns
 from npsenet.cli import main
-from npsenet.models.vgg import VGG, AdaptiveAvgPool2d, ReLUThenSE, vgg16_layout
+from npsenet.models.vgg import VGG, ReLUThenSE, vgg16_layout
+from npsenet.nn import AdaptiveAvgPool2d
 
 from helpers import count, once
 

@@ -21,7 +21,7 @@ State_dict keys are torchvision's: ``features.N.weight`` (convolution N, with it
 (e.g. ``features.2.se.fc1.weight``) and every other key is unchanged.
 
 Other input sizes. torchvision pools the last feature map to 7x7 with
-``AdaptiveAvgPool2d((7, 7))`` (the identity at 224x224). :class:`AdaptiveAvgPool2d` here
+``AdaptiveAvgPool2d((7, 7))`` (the identity at 224x224). :class:`~npsenet.nn.AdaptiveAvgPool2d`
 computes exactly what PyTorch's does for the sizes where its windows tile the map: a side
 that is a multiple of 7 (224 to 255 pixels give 7; 448 gives 14, averaged 2x2) or of 1
 (32 to 63 pixels give a 1x1 map, copied to 7x7, as PyTorch copies it). Other sizes raise
@@ -49,10 +49,9 @@ weight 1 and bias 0; the linear layers keep PyTorch's default U(+-1/sqrt(fan_in)
 from __future__ import annotations
 
 from .. import init
-from ..backend import get_array_module
-from ..nn import (BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU,
-                  Sequential)
-from ..nn._checks import check_input, positive_int
+from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
+                  Module, ReLU, Sequential)
+from ..nn._checks import positive_int
 from .registry import register_model
 from .se_options import se_block_config, se_layer_factory
 
@@ -72,93 +71,6 @@ def vgg16_layout(divisor=1):
     """VGG-16's layout with every width divided by ``divisor`` (e.g. 4: 16, 16, "M", ...)."""
     divisor = positive_int(divisor, "divisor", "vgg16_layout")
     return tuple(v if v == "M" else max(1, v // divisor) for v in VGG16_LAYOUT)
-
-
-# -- torchvision's AdaptiveAvgPool2d, for the sizes where its windows tile the input ------
-def adaptive_avg_pool_forward(x, size):
-    """PyTorch's ``adaptive_avg_pool2d(x, size)`` where every side n of x is a multiple
-    of ``size`` (each output is the mean of its n/size x n/size tile) or divides it (each
-    input is copied size/n times along that axis).
-
-    Along an axis of length n with output length o, output i reads the input indices
-    floor(i n / o) to ceil((i + 1) n / o) - 1; for o | n these are the tiles
-    [i k, (i + 1) k) with k = n / o, for n | o the single index floor(i n / o).
-
-    Shapes: x (N, C, H, W) -> y (N, C, size, size); cache: x's shape.
-    """
-    xp = get_array_module(x)
-    y = x
-    for axis in (2, 3):
-        n = y.shape[axis]
-        if n > size:                                  # mean over tiles of k = n / size
-            k = n // size
-            y = y.reshape(y.shape[:axis] + (size, k) + y.shape[axis + 1:]).mean(axis + 1)
-        elif n < size:                                # copy each entry size / n times
-            y = xp.repeat(y, size // n, axis=axis)
-    if y is x:
-        y = x.copy()
-    return y, tuple(x.shape)
-
-
-def adaptive_avg_pool_backward(dout, cache):
-    """The gradient of :func:`adaptive_avg_pool_forward`, axis by axis in reverse:
-    a tile mean of k entries gives each of them dy / k; a copy made m times collects
-    the sum of its m copies' gradients.
-
-    Shapes: dout (N, C, size, size) -> dx of x's shape (a new array).
-    """
-    xp = get_array_module(dout)
-    x_shape = cache
-    d = dout
-    for axis in (3, 2):
-        n, o = x_shape[axis], d.shape[axis]
-        if n > o:
-            d = xp.repeat(d, n // o, axis=axis) / (n // o)
-        elif n < o:
-            d = d.reshape(d.shape[:axis] + (n, o // n) + d.shape[axis + 1:]).sum(axis + 1)
-    if d is dout:
-        d = dout.copy()
-    return d
-
-
-class AdaptiveAvgPool2d(Module):
-    """``torch.nn.AdaptiveAvgPool2d((size, size))`` for the inputs whose windows tile
-    the map: each side n a multiple of ``size`` (the mean of n/size x n/size tiles, the
-    identity for n = size) or a divisor of it (each value copied size/n times).
-    ``vgg16_bn`` pools to 7x7 (its classifier reads 512 7 7 values); the CIFAR models
-    pool to 1x1, which takes any size.
-
-    forward(x): (N, C, H, W) -> (N, C, size, size).
-    backward(dy): (N, C, size, size) -> dx (N, C, H, W): dy / k^2 to every entry of a
-    k x k tile, or the sum of the copies' gradients (see
-    :func:`adaptive_avg_pool_backward`).
-
-    Other sizes raise a ValueError; ``npsenet summary`` counts this layer's MACs as 0.
-    """
-
-    def __init__(self, size):
-        super().__init__()
-        self.size = positive_int(size, "size", "AdaptiveAvgPool2d")
-        self.cache = None
-
-    def extra_repr(self):
-        return f"size={self.size}"
-
-    def forward(self, x):
-        layer = f"AdaptiveAvgPool2d({self.extra_repr()})"
-        check_input(x, layer, 4, "(N, C, H, W)")
-        o = self.size
-        if any(n % o and o % n for n in x.shape[2:]):
-            raise ValueError(f"{layer}: the feature map is {x.shape[2]}x{x.shape[3]}; this "
-                             f"pool needs each side a multiple or a divisor of {o}. For "
-                             f"vgg16_bn use an input of 224 to 255 pixels (a {o}x{o} map), "
-                             "of 448 (14x14) or of 32 to 63 (1x1).")
-        y, cache = adaptive_avg_pool_forward(x, o)
-        return self.keep(None, cache, y)
-
-    def backward(self, dout):
-        _, cache = self.kept(dout)
-        return adaptive_avg_pool_backward(dout, cache)
 
 
 class ReLUThenSE(Module):

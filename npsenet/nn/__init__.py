@@ -13,7 +13,7 @@ from .linear import Linear
 from .loss import SoftmaxCrossEntropy
 from .module import Module, Parameter, Sequential, is_grad_enabled, no_grad
 from .norm import BatchNorm2d
-from .pooling import AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d
 from .reshape import ChannelShuffle, Flatten
 from .se import ChannelScale, SEBlock
 from .switch import is_fast, use_fast
@@ -23,7 +23,7 @@ from . import fast  # the fast path; ns.nn.fast(flag) is the context manager
 __all__ = [
     "Module", "Parameter", "Sequential", "Conv2d", "Linear", "ReLU", "Sigmoid", "Tanh",
     "GlobalAvgPool2d", "GlobalMaxPool2d", "MaxPool2d", "BatchNorm2d", "ChannelScale",
-    "SEBlock", "SoftmaxCrossEntropy", "AvgPool2d", "Flatten", "Dropout", "ChannelShuffle",
+    "SEBlock", "SoftmaxCrossEntropy", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "ChannelShuffle",
     "Concat", "ScaledResidual", "no_grad", "is_grad_enabled", "use_fast", "is_fast",
     "fast", "functional",
 ]

@@ -5,7 +5,7 @@ the Inception, ShuffleNet and transition stages. The pairs they call are
 """
 from __future__ import annotations
 
-from ._checks import check_input, pair
+from ._checks import check_input, pair, positive_int
 from .functional.conv import conv_output_size
 from .module import Module
 from .switch import active_path
@@ -156,3 +156,44 @@ class AvgPool2d(Module):
     def backward(self, dout):
         path, cache = self.kept(dout)
         return path.avg_pool2d_backward(dout, cache)
+
+
+class AdaptiveAvgPool2d(Module):
+    """``torch.nn.AdaptiveAvgPool2d((size, size))`` for the inputs whose windows tile
+    the map: each side n a multiple of ``size`` (the mean of n/size x n/size tiles, the
+    identity for n = size) or a divisor of it (each value copied size/n times).
+    ``vgg16_bn`` pools to 7x7 (its classifier reads 512 7 7 values); the CIFAR models
+    pool to 1x1, which takes any size.
+
+    forward(x): (N, C, H, W) -> (N, C, size, size).
+    backward(dy): (N, C, size, size) -> dx (N, C, H, W): dy / k^2 to every entry of a
+    k x k tile, or the sum of the copies' gradients (see
+    :func:`~npsenet.nn.functional.adaptive_avg_pool2d_backward`).
+
+    Other sizes raise a ValueError; ``npsenet summary`` counts this layer's MACs as 0.
+    """
+
+    def __init__(self, size):
+        super().__init__()
+        self.size = positive_int(size, "size", "AdaptiveAvgPool2d")
+        self.cache = None
+
+    def extra_repr(self):
+        return f"size={self.size}"
+
+    def forward(self, x):
+        layer = f"AdaptiveAvgPool2d({self.extra_repr()})"
+        check_input(x, layer, 4, "(N, C, H, W)")
+        o = self.size
+        if any(n % o and o % n for n in x.shape[2:]):
+            raise ValueError(f"{layer}: the feature map is {x.shape[2]}x{x.shape[3]}; this "
+                             f"pool needs each side a multiple or a divisor of {o}. For "
+                             f"vgg16_bn use an input of 224 to 255 pixels (a {o}x{o} map), "
+                             "of 448 (14x14) or of 32 to 63 (1x1).")
+        path = active_path()
+        y, cache = path.adaptive_avg_pool2d_forward(x, o)
+        return self.keep(path, cache, y)
+
+    def backward(self, dout):
+        path, cache = self.kept(dout)
+        return path.adaptive_avg_pool2d_backward(dout, cache)

@@ -1,8 +1,9 @@
 """The fast path's forward/backward pairs, under the plain path's names: what the layers
 call when ``ns.nn.is_fast()``. Pairs that are fast enough in plain form (linear, sigmoid,
-tanh, max and average pool, the loss, the max squeeze, flatten, channel shuffle, dropout,
-the rectangular convolutions) are the plain ones."""
-from ..functional import (avg_pool2d_backward, avg_pool2d_forward,  # noqa: F401
+tanh, max, average and adaptive average pool, the loss, the max squeeze, flatten, channel
+shuffle, dropout, the rectangular convolutions) are the plain ones."""
+from ..functional import (adaptive_avg_pool2d_backward, adaptive_avg_pool2d_forward,  # noqa: F401
+                          avg_pool2d_backward, avg_pool2d_forward,
                           channel_shuffle_backward, channel_shuffle_forward, dropout_backward,
                           dropout_forward, factorized_conv2d_backward,
                           factorized_conv2d_forward, flatten_backward, flatten_forward,

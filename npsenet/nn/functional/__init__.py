@@ -19,7 +19,8 @@ from .dropout import dropout_backward, dropout_forward
 from .linear import linear_backward, linear_forward
 from .loss import log_softmax, softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from .norm import batchnorm_backward, batchnorm_eval_forward, batchnorm_forward
-from .pool import (avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward,
+from .pool import (adaptive_avg_pool2d_backward, adaptive_avg_pool2d_forward,
+                   avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward,
                    global_avg_pool_forward, global_max_pool_backward, global_max_pool_forward,
                    max_pool2d_backward, max_pool2d_forward)
 from .reshape import (channel_shuffle_backward, channel_shuffle_forward, flatten_backward,
@@ -36,6 +37,7 @@ __all__ = [
     "global_avg_pool_forward", "global_avg_pool_backward",
     "global_max_pool_forward", "global_max_pool_backward",
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+    "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward",
     "flatten_forward", "flatten_backward", "channel_shuffle_forward", "channel_shuffle_backward",
     "dropout_forward", "dropout_backward",
     "channel_scale_forward", "channel_scale_backward",

@@ -162,3 +162,49 @@ def avg_pool2d_backward(dy, cache):
         for j in range(kernel):
             dx_pad[offset_window(i, j, stride, ho, wo)] += share
     return dx_pad[:, :, p:p + h, p:p + w]
+
+
+def adaptive_avg_pool2d_forward(x, size):
+    """PyTorch's ``adaptive_avg_pool2d(x, size)`` where every side n of x is a multiple
+    of ``size`` (each output is the mean of its n/size x n/size tile) or divides it (each
+    input is copied size/n times along that axis).
+
+    Along an axis of length n with output length o, output i reads the input indices
+    floor(i n / o) to ceil((i + 1) n / o) - 1; for o | n these are the tiles
+    [i k, (i + 1) k) with k = n / o, for n | o the single index floor(i n / o).
+
+    Shapes: x (N, C, H, W) -> y (N, C, size, size); cache: x's shape.
+    """
+    xp = get_array_module(x)
+    y = x
+    for axis in (2, 3):
+        n = y.shape[axis]
+        if n > size:                                  # mean over tiles of k = n / size
+            k = n // size
+            y = y.reshape(y.shape[:axis] + (size, k) + y.shape[axis + 1:]).mean(axis + 1)
+        elif n < size:                                # copy each entry size / n times
+            y = xp.repeat(y, size // n, axis=axis)
+    if y is x:
+        y = x.copy()
+    return y, tuple(x.shape)
+
+
+def adaptive_avg_pool2d_backward(dout, cache):
+    """The gradient of :func:`adaptive_avg_pool2d_forward`, axis by axis in reverse:
+    a tile mean of k entries gives each of them dy / k; a copy made m times collects
+    the sum of its m copies' gradients.
+
+    Shapes: dout (N, C, size, size) -> dx of x's shape (a new array).
+    """
+    xp = get_array_module(dout)
+    x_shape = cache
+    d = dout
+    for axis in (3, 2):
+        n, o = x_shape[axis], d.shape[axis]
+        if n > o:
+            d = xp.repeat(d, n // o, axis=axis) / (n // o)
+        elif n < o:
+            d = d.reshape(d.shape[:axis] + (n, o // n) + d.shape[axis + 1:]).sum(axis + 1)
+    if d is dout:
+        d = dout.copy()
+    return d
