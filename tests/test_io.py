@@ -74,7 +74,7 @@ def test_write_is_atomic_and_replaces_the_file(tmp_path, monkeypatch):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(np, "savez", disk_full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(ns.io.SaveError, match="No space.*previous file is kept"):
         ns.io.save_model(path, ns.models.resnet20(), meta={"epoch": 3})
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["checkpoint.npz"]            # no temporary file left
@@ -91,7 +91,7 @@ def test_atomic_write_that_fails_keeps_the_old_file(tmp_path, monkeypatch, fails
 
     if fails != "block":  # the flush to disk or the rename fails
         monkeypatch.setattr(os, fails, disk_full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(ns.io.SaveError, match="metrics.csv.*No space"):
         with ns.io.atomic_write(path) as f:
             f.write(b"new con")
             if fails == "block":  # the writer fails half-way

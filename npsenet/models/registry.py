@@ -100,4 +100,58 @@ def build_model(name, **options):
     except TypeError as exc:
         hint = "" if model_info(name).takes_se_options else " (SE options need an SE model)"
         raise ValueError(f"{name}: {exc}{hint}.") from None
+    check_options(name, options)
     return factory(**options)
+
+
+# the type and range of each option a factory takes (a checkpoint's header is checked
+# against these before its model is built: num_classes = 20,000,000 fails here, at once)
+MAX_CLASSES = 100_000
+OPTION_RANGES = {
+    "num_classes": (int, 1, MAX_CLASSES),
+    "reduction": (int, 1, 4096),
+    "divisor": (int, 1, 1024),
+    "drop_rate": (float, 0.0, 0.999),
+    "bias": (bool, None, None),
+    "no_squeeze": (bool, None, None),
+    "squeeze": (str, None, None),
+    "gate": (str, None, None),
+    "placement": (str, None, None),
+    "se_stages": (list, 1, 16),          # stage numbers from 1 to 16 (the factory narrows it)
+}
+
+
+def check_options(name, options):
+    """Raise a one-line ValueError unless every option of ``options`` is one that
+    :data:`OPTION_RANGES` knows, of its type and in its range (``num_classes`` from 1 to
+    100,000, ``reduction`` from 1 to 4096, ...). The factory checks the rest (the choices
+    of ``squeeze``, ``gate``, ``placement``; which stages exist)."""
+    if not isinstance(options, dict):
+        raise ValueError(f"{name}: the options must be a dict of name -> value, got "
+                         f"{type(options).__name__}.")
+    for key, value in options.items():
+        if key not in OPTION_RANGES:
+            raise ValueError(f"{name}: unknown option {key!r}; the options npsenet's models "
+                             f"take are {', '.join(OPTION_RANGES)}.")
+        kind, low, high = OPTION_RANGES[key]
+        if kind is list:
+            if value is None:
+                continue
+            ok = (isinstance(value, (list, tuple)) and len(value) <= high
+                  and all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+                          for v in value))
+            want = f"a list of stage numbers from {low} to {high}"
+        elif kind is bool:
+            ok, want = isinstance(value, bool), "true or false"
+        elif kind is str:
+            ok, want = isinstance(value, str) and len(value) <= 64, "a short name"
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+            want = f"an integer from {low:,} to {high:,}"
+        else:
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and low <= value <= high)
+            want = f"a number from {low} to {high}"
+        if not ok:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise ValueError(f"{name}: option {key} must be {want}, got {shown}.")
