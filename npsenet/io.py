@@ -377,7 +377,7 @@ def check_state_headers(path, model, headers):
 
 def _first(keys, count=3):
     more = f" and {len(keys) - count} more" if len(keys) > count else ""
-    return f"{[_short(k, 50) for k in keys[:count]]}{more}"
+    return f"{[k[:50] for k in keys[:count]]}{more}"
 
 
 def _default_extra_check(path, model, saved_dtype, headers):

@@ -255,6 +255,11 @@ def convert_state_dict(state, source, model):
     out, wrong = OrderedDict(), []
     for key, target in own.items():
         value = mapped[key]
+        want_kind = "f" if np.dtype(target.dtype).kind == "f" else "iu"
+        if value.dtype.kind not in want_kind:
+            raise ValueError(f"convert_state_dict: {how}: {origin[key]} has dtype {value.dtype}, "
+                             f"but {name}'s {key} is {np.dtype(target.dtype)}; weights must be "
+                             "floating-point numbers (and num_batches_tracked an integer).")
         shape, want = tuple(value.shape), tuple(target.shape)
         if shape != want and SE_WEIGHT.search(key) and shape == want + (1, 1):
             value = value.reshape(want)                   # a 1x1 convolution's (C', C, 1, 1)
@@ -271,6 +276,15 @@ def convert_state_dict(state, source, model):
     return out
 
 
+def _is_zip(path):
+    """Whether ``path`` is a file that starts as a zip archive (an npsenet ``.npz``)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
 def load_pretrained(model, path_or_state, source="auto"):
     """Load another library's weights into ``model``, in place; returns ``model``.
 
@@ -280,8 +294,10 @@ def load_pretrained(model, path_or_state, source="auto"):
 
     Args:
         model: the npsenet model (its dtype and device are kept; values are cast to them).
-        path_or_state: a ``.safetensors`` file (:func:`load_safetensors`) or a state_dict
-            (``{key: array}``, NumPy arrays or CPU torch tensors).
+        path_or_state: a ``.safetensors`` file (:func:`load_safetensors`), an npsenet
+            checkpoint ``.npz`` (its state, read with every entry checked against ``model``
+            first, :func:`npsenet.io.read_state`) or a state_dict (``{key: array}``, NumPy
+            arrays or CPU torch tensors).
         source: ``"auto"`` or one of ``SOURCES`` (see :func:`convert_state_dict`).
 
     Nothing is written unless every key and shape fits (:func:`convert_state_dict`, then
@@ -290,6 +306,10 @@ def load_pretrained(model, path_or_state, source="auto"):
     """
     if isinstance(path_or_state, (str, bytes, os.PathLike)):
         path = os.fsdecode(path_or_state)
+        if _is_zip(path):   # an npsenet checkpoint: its entries are checked before reading
+            from .io import read_state
+            model.load_state_dict(read_state(path, model), strict=True)
+            return model
         state = load_safetensors(path)
         try:
             converted = convert_state_dict(state, source, model)

@@ -127,8 +127,26 @@ class SGD:
         }
 
     def load_state_dict(self, state):
-        """Restore :meth:`state_dict`; buffers are copied to each parameter's device and dtype."""
+        """Restore :meth:`state_dict`; buffers are copied to each parameter's device and dtype.
+
+        Everything is checked before anything changes: a ValueError leaves the optimizer
+        as it was."""
+        keys = ("lr", "momentum", "weight_decay", "nesterov", "momentum_buffers")
+        if not isinstance(state, dict) or any(k not in state for k in keys):
+            got = (f"a dict lacking {[k for k in keys if k not in state]}"
+                   if isinstance(state, dict) else type(state).__name__)
+            raise ValueError(f"SGD.load_state_dict: expected the dict SGD.state_dict() returns "
+                             f"(keys {list(keys)}), got {got}.")
         buffers = state["momentum_buffers"]
+        if not isinstance(buffers, (list, tuple)):
+            raise ValueError(f"SGD.load_state_dict: momentum_buffers must be a list (one array "
+                             f"or None per parameter), got {type(buffers).__name__}.")
+        for i, buf in enumerate(buffers):
+            kind = getattr(getattr(buf, "dtype", None), "kind", None)
+            if buf is not None and (kind != "f" or not hasattr(buf, "shape")):
+                raise ValueError(f"SGD.load_state_dict: momentum buffer {i} must be a "
+                                 f"floating-point array or None, got {type(buf).__name__}"
+                                 f"{' of dtype ' + str(buf.dtype) if kind else ''}.")
         if len(buffers) != len(self.params):
             raise ValueError(f"SGD.load_state_dict: the state has {len(buffers)} momentum "
                              f"buffers but the optimizer has {len(self.params)} parameters. "
