@@ -124,12 +124,17 @@ OPTION_RANGES = {
 def check_options(name, options):
     """Raise a one-line ValueError unless every option of ``options`` is one that
     :data:`OPTION_RANGES` knows, of its type and in its range (``num_classes`` from 1 to
-    100,000, ``reduction`` from 1 to 4096, ...). The factory checks the rest (the choices
-    of ``squeeze``, ``gate``, ``placement``; which stages exist)."""
+    100,000, ``reduction`` from 1 to 4096, ...), or a named argument of the factory of
+    ``name`` (a model registered outside npsenet checks its own). The factory checks the
+    rest (the choices of ``squeeze``, ``gate``, ``placement``; which stages exist)."""
     if not isinstance(options, dict):
         raise ValueError(f"{name}: the options must be a dict of name -> value, got "
                          f"{type(options).__name__}.")
+    named = [p.name for p in inspect.signature(model_factory(name)).parameters.values()
+             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
     for key, value in options.items():
+        if key not in OPTION_RANGES and key in named:
+            continue   # an argument of a factory registered elsewhere: it checks it itself
         if key not in OPTION_RANGES:
             raise ValueError(f"{name}: unknown option {key!r}; the options npsenet's models "
                              f"take are {', '.join(OPTION_RANGES)}.")
