@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tracemalloc
+import warnings
 import zipfile
 
 import numpy as np
@@ -64,7 +65,9 @@ def rewrite(src, dst, replace=(), drop=(), add=(), deflate=()):
     """Copy the zip ``src`` to ``dst`` with members replaced (name -> bytes), dropped or
     added; members named in ``deflate`` are compressed."""
     replace, add = dict(replace), dict(add)
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # zipfile warns of a name added twice
         for info in zin.infolist():
             if info.filename in drop:
                 continue
@@ -192,6 +195,8 @@ def test_pickled_objects_wrong_dtypes_and_missing_or_extra_entries(model_file, t
         "missing": ({"drop": {"fc.bias.npy"}}, "1 state entries missing ['fc.bias']"),
         "unexpected": ({"add": {"evil.npy": npy(np.zeros(3))}}, "1 unexpected ['evil']"),
         "not npy": ({"add": {"run.sh": b"rm -rf /"}}, "not a .npy array: 'run.sh'"),
+        "twice": ({"add": {"fc.bias.npy": npy(np.zeros(10, np.float32))}},
+                  "two entries named 'fc.bias.npy'"),
     }
     for name, (change, expect) in cases.items():
         bad = rewrite(model_file, tmp_path / f"{name}.npz", **change)
