@@ -34,6 +34,7 @@ from .safe_pickle import META_MAX_BYTES, read_cifar_pickle
 IMAGE_SHAPE = (3, 32, 32)
 IMAGE_VALUES = 3 * 32 * 32
 MiB = 1024 * 1024
+DAMAGED = "The file is damaged: delete the folder and download the dataset again."
 
 
 class CIFAR10(ImageDataset):
@@ -148,9 +149,9 @@ class CIFAR10(ImageDataset):
                 or data.shape[1] != IMAGE_VALUES or not data.flags.c_contiguous:
             got = (f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray)
                    else f"a {type(data).__name__}")
-            raise DataFileError(f"{path}: expected b'data' to be a uint8 array (N, {IMAGE_VALUES}), "
-                                f"got {got}. The file is damaged: delete the folder and download "
-                                "the dataset again.")
+            raise DataFileError(f"{path}: expected b'data' to be a uint8 array "
+                                f"(N, {IMAGE_VALUES}), "
+                                f"got {got}. {DAMAGED}")
         if len(data) > max_images:
             raise DataFileError(f"{path}: holds {len(data):,} images, more than the {max_images:,} "
                                 "a file of this dataset holds. It is not an original file: delete "
@@ -164,16 +165,15 @@ class CIFAR10(ImageDataset):
         if not isinstance(labels, (list, np.ndarray)) or len(labels) != count:
             raise DataFileError(f"{path}: expected {count} labels under {key!r} (one per image), "
                                 f"got {type(labels).__name__} of length "
-                                f"{len(labels) if hasattr(labels, '__len__') else 'n/a'}. The "
-                                "file is damaged: delete the folder and download the dataset again.")
+                                f"{len(labels) if hasattr(labels, '__len__') else 'n/a'}. "
+                                f"{DAMAGED}")
         if isinstance(labels, list) and not all(type(k) is int for k in labels):
             odd = next(type(k).__name__ for k in labels if type(k) is not int)
-            raise DataFileError(f"{path}: expected integer labels under {key!r}, got a {odd}. The "
-                                "file is damaged: delete the folder and download the dataset again.")
+            raise DataFileError(f"{path}: expected integer labels under {key!r}, got a {odd}. "
+                                f"{DAMAGED}")
         if isinstance(labels, np.ndarray) and (labels.dtype.kind not in "iu" or labels.ndim != 1):
             raise DataFileError(f"{path}: expected integer labels under {key!r}, got dtype "
-                                f"{labels.dtype} with {labels.ndim} dimensions. The file is "
-                                "damaged: delete the folder and download the dataset again.")
+                                f"{labels.dtype} with {labels.ndim} dimensions. {DAMAGED}")
         if count:
             low, high = ((int(labels.min()), int(labels.max())) if isinstance(labels, np.ndarray)
                          else (min(labels), max(labels)))
@@ -248,5 +248,5 @@ def _names(meta: dict, key: bytes, count: int, path: Path) -> list:
     try:
         return [n.decode("utf-8") if isinstance(n, bytes) else n for n in names]
     except UnicodeDecodeError:
-        raise DataFileError(f"{path}: the class names under {key!r} are not UTF-8 text. The file "
-                            "is damaged: delete the folder and download the dataset again.") from None
+        raise DataFileError(f"{path}: the class names under {key!r} are not UTF-8 text. "
+                            f"{DAMAGED}") from None

@@ -52,7 +52,7 @@ class _Refused(Exception):
 
 
 def _latin1_encode(text, encoding="latin1", errors="strict"):
-    """``_codecs.encode`` restricted to what pickle's protocol 2 uses it for: bytes as latin-1 text."""
+    """``_codecs.encode`` only as pickle's protocol 2 uses it: bytes spelt as latin-1 text."""
     if not isinstance(text, str) or not isinstance(encoding, str) or errors != "strict" \
             or codecs.lookup(encoding).name != "iso8859-1":
         raise _Refused(
