@@ -3,7 +3,10 @@
 ``download_cifar("cifar10", root)`` fetches the tarball into ``root`` (through a ``.part``
 file, with a progress bar), checks its size and MD5 against the published values, and
 extracts ``cifar-10-batches-py/`` (or ``cifar-100-python/``) next to it. A download that
-comes out short or with the wrong checksum is deleted, never extracted.
+comes out short or with the wrong checksum is deleted, never extracted. The whole
+download has a deadline (``deadline_s``, default 30 minutes, so a stalled or trickling
+server ends in one line), and never more than the expected size is read: a server that
+sends more is refused and the partial file removed.
 
 Extraction checks every member before writing anything: absolute paths, ``..``
 components, symbolic and hard links and device files are refused, so a tampered archive
@@ -24,10 +27,13 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from .errors import one_line
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,9 @@ ARCHIVES = {
 }
 
 CHUNK_BYTES = 1 << 20
+DEADLINE_S = 30 * 60        # the whole download, from the first byte asked to the last
+READ_TIMEOUT_S = 60         # one silent wait on the connection
+MAX_UNKNOWN_BYTES = 1 << 30  # the cap when neither the size nor Content-Length is known
 
 
 def cache_dir() -> Path:
@@ -74,7 +83,8 @@ def archive_info(name: str) -> Archive:
 
 
 def download_cifar(name: str, root=None, url: str | None = None, progress: bool = True, *,
-                   md5: str | None = None, size: int | None = None) -> Path:
+                   md5: str | None = None, size: int | None = None,
+                   deadline_s: float = DEADLINE_S) -> Path:
     """Download, verify and extract CIFAR-10 or CIFAR-100 into ``root``.
 
     Args:
@@ -84,11 +94,14 @@ def download_cifar(name: str, root=None, url: str | None = None, progress: bool 
         progress: show a progress bar (tqdm when installed, else plain lines on stderr).
         md5, size: the expected checksum and size in bytes; default the published values,
             which a mirror of the official file also matches.
+        deadline_s: seconds the whole download may take (default 30 minutes); a slower
+            download is abandoned and its partial file removed.
     Returns:
         the extracted dataset folder, e.g. ``root/cifar-10-batches-py``.
     Raises:
-        RuntimeError: the download failed or its size/MD5 did not match (the bad file is
-            removed), or the archive lacks the expected folder.
+        RuntimeError: the download failed, ran past its deadline, sent more than ``size``
+            bytes or its size/MD5 did not match (the bad file is removed), or the archive
+            lacks the expected folder.
         ValueError: the archive contains an unsafe member (see :func:`safe_extract`).
     """
     info = archive_info(name)
@@ -102,35 +115,63 @@ def download_cifar(name: str, root=None, url: str | None = None, progress: bool 
     root.mkdir(parents=True, exist_ok=True)
     tarball = root / info.filename
     if not (tarball.is_file() and file_md5(tarball) == md5):
-        fetch(url, tarball, md5=md5, size=size, progress=progress)
+        fetch(url, tarball, md5=md5, size=size, progress=progress, deadline_s=deadline_s)
     safe_extract(tarball, root, expected_folder=info.folder)
     return target
 
 
-def fetch(url: str, destination: Path, *, md5: str, size: int | None, progress: bool) -> None:
+def fetch(url: str, destination: Path, *, md5: str, size: int | None, progress: bool,
+          deadline_s: float = DEADLINE_S) -> None:
     """Download ``url`` to ``destination`` through ``destination.part``; check size and MD5.
 
-    On any failure the partial file is deleted and ``RuntimeError`` says what to do.
+    At most ``size`` bytes are read (a server that sends more is refused), and the whole
+    download must finish within ``deadline_s`` seconds (checked after every read; one
+    read waits at most ``READ_TIMEOUT_S``). On any failure the partial file is deleted
+    and ``RuntimeError`` says what to do.
     """
     destination = Path(destination)
     partial = destination.with_name(destination.name + ".part")
     digest = hashlib.md5()
     received = 0
+    start = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            total = size or int(response.headers.get("Content-Length") or 0) or None
-            with _progress_bar(total, destination.name, enabled=progress) as bar:
-                while chunk := response.read(CHUNK_BYTES):
+        timeout = max(1.0, min(READ_TIMEOUT_S, float(deadline_s)))
+        with urllib.request.urlopen(url, timeout=timeout) as response, \
+                open(partial, "wb") as out:
+            announced = _content_length(response)
+            cap = size if size is not None else (announced or MAX_UNKNOWN_BYTES)
+            if announced is not None and announced > cap:
+                raise _TooMuch(f"the server announces {announced:,} bytes, expected {cap:,}")
+            read = getattr(response, "read1", None) or response.read
+            with _progress_bar(size or announced, destination.name, enabled=progress) as bar:
+                while chunk := read(min(CHUNK_BYTES, cap + 1 - received)):
+                    received += len(chunk)
+                    if received > cap:
+                        raise _TooMuch(f"the server sent more than the {cap:,} bytes expected")
                     out.write(chunk)
                     digest.update(chunk)
-                    received += len(chunk)
                     bar.update(len(chunk))
+                    elapsed = time.monotonic() - start
+                    if elapsed > deadline_s:
+                        raise _TooSlow(f"only {received:,} of {cap:,} bytes arrived within the "
+                                       f"deadline of {deadline_s:g} s")
     except BaseException as error:  # Ctrl-C included: never leave a partial file behind
         partial.unlink(missing_ok=True)
-        if not isinstance(error, (urllib.error.URLError, http.client.HTTPException, OSError)):
+        if isinstance(error, _TooMuch):
+            raise RuntimeError(
+                f"refusing the download of {url}: {error}; the file was deleted. Is the URL "
+                f"right? Download the file by hand and put it at {destination} (its MD5 must "
+                f"be {md5}).") from None
+        if isinstance(error, _TooSlow):
+            raise RuntimeError(
+                f"the download of {url} is too slow: {error}; the file was deleted. Try again "
+                f"later (or with download_cifar(..., deadline_s=...) for a slow link), or "
+                f"download the file by hand and put it at {destination}.") from None
+        if not isinstance(error, (urllib.error.URLError, http.client.HTTPException, OSError,
+                                  ValueError)):
             raise
         raise RuntimeError(
-            f"could not download {url}: {error}. Check the internet connection and try again, "
+            f"could not download {url}: {one_line(str(error), 300)}. Check the internet connection and try again, "
             f"or download the file by hand and put it at {destination} (its MD5 must be "
             f"{md5}).") from error
     problem = None
@@ -145,6 +186,23 @@ def fetch(url: str, destination: Path, *, md5: str, size: int | None, progress: 
             "deleted. Run the command again to retry; if it keeps failing, download the "
             f"file by hand and put it at {destination}.")
     os.replace(partial, destination)
+
+
+class _TooMuch(Exception):
+    """The server sends more than the expected size."""
+
+
+class _TooSlow(Exception):
+    """The download runs past its deadline."""
+
+
+def _content_length(response) -> int | None:
+    """The response's Content-Length as an int, or None when absent or garbled."""
+    try:
+        value = int(response.headers.get("Content-Length"))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return value if value >= 0 else None
 
 
 def file_md5(path) -> str:
