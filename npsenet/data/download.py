@@ -30,10 +30,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .errors import one_line
+from .errors import DataFileError, describe_exception, one_line
 
 
 @dataclass(frozen=True)
@@ -239,25 +240,53 @@ def check_member(member: tarfile.TarInfo, archive) -> None:
                      "with, so nothing was extracted. Delete it and download it again.")
 
 
-def safe_extract(tarball, root, expected_folder: str | None = None) -> None:
+MAX_EXTRACT_BYTES = 1 << 30  # CIFAR-10 unpacks to 178 MB, CIFAR-100 to 161 MB
+
+
+def safe_extract(tarball, root, expected_folder: str | None = None,
+                 max_bytes: int = MAX_EXTRACT_BYTES) -> None:
     """Extract ``tarball`` into ``root`` after checking every member with :func:`check_member`.
 
-    Nothing is written unless every member passes. Members are unpacked into a temporary
-    folder inside ``root`` and then moved into place, so an interrupted extraction leaves
-    no half-filled dataset folder behind.
+    Nothing is written unless every member passes and their sizes add up to at most
+    ``max_bytes``. Members are unpacked into a temporary folder inside ``root`` and then
+    moved into place, so an interrupted extraction leaves no half-filled dataset folder
+    behind. A damaged archive (truncated, not gzip, a member shorter than its header says)
+    raises ``DataFileError``, one line; the partly extracted files are removed.
     """
     tarball, root = Path(tarball), Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tarball, "r:*") as tar:
-        members = tar.getmembers()
+    damaged = (tarfile.TarError, EOFError, OSError, zlib.error, ValueError)
+    try:
+        tar = tarfile.open(tarball, "r:*")
+    except damaged as error:
+        raise _damaged_archive(tarball, error) from None
+    with tar:
+        try:
+            members = tar.getmembers()
+        except damaged as error:
+            raise _damaged_archive(tarball, error) from None
         for member in members:
             check_member(member, tarball)
+        total = sum(member.size for member in members if member.isfile())
+        if total > max_bytes:
+            raise DataFileError(
+                f"refusing to extract {tarball}: its members add up to {total:,} bytes, more "
+                f"than the {max_bytes:,} a CIFAR archive unpacks to; nothing was extracted. "
+                "Delete it and download it again.")
         staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
         try:
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.12, and 3.8-3.11 security releases
-                tar.extractall(staging, members=members, filter="data")
-            else:
-                tar.extractall(staging, members=members)
+            try:
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.12, 3.8-3.11 security releases
+                    tar.extractall(staging, members=members, filter="data")
+                else:
+                    tar.extractall(staging, members=members)
+            except (tarfile.TarError, EOFError, zlib.error) as error:
+                raise _damaged_archive(tarball, error) from None
+            except OSError as error:  # a full disk, a read-only folder
+                raise RuntimeError(
+                    f"could not extract {tarball} into {root} "
+                    f"({error.strerror or describe_exception(error)}); nothing was kept. Free "
+                    "some space or choose a folder you may write to (--data-dir).") from None
             if expected_folder is not None and not (staging / expected_folder).is_dir():
                 raise RuntimeError(
                     f"{tarball} does not contain the folder {expected_folder}/; is it the right "
@@ -270,6 +299,11 @@ def safe_extract(tarball, root, expected_folder: str | None = None) -> None:
                 os.replace(entry, destination)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _damaged_archive(tarball, error) -> DataFileError:
+    return DataFileError(f"{tarball} is damaged ({describe_exception(error)}); nothing was "
+                         "extracted. Delete it and download it again.")
 
 
 class _PlainProgress:
