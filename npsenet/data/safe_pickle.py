@@ -64,8 +64,8 @@ def _latin1_encode(text, encoding="latin1", errors="strict"):
 def _empty_bytes(*args):
     """``bytes()``: protocol 2 writes an empty bytes object this way, and only this way."""
     if args:
-        raise _Refused(f"it calls bytes() with a {type(args[0]).__name__} argument; CIFAR "
-                       "pickles only call it without one, for an empty bytes object")
+        raise _Refused(f"it calls bytes() with an argument (of type {type(args[0]).__name__}); "
+                       "CIFAR pickles only call it without one, for an empty bytes object")
     return b""
 
 
@@ -129,8 +129,8 @@ class ArrayState:
                 type(n) is int and n >= 0 for n in shape):
             shown = (f"{len(shape)} entries" if isinstance(shape, tuple)
                      else f"a {type(shape).__name__}")
-            raise _Refused(f"an array declares a shape of {shown}; expected a tuple of at most "
-                           f"{MAX_NDIM} non-negative ints")
+            raise _Refused(f"an array declares a shape ({shown}) that is not a tuple of at "
+                           f"most {MAX_NDIM} non-negative ints")
         if not isinstance(dtype, DtypeState):
             raise _Refused(f"an array's dtype is a {type(dtype).__name__}, expected a numpy dtype")
         if fortran not in (False, 0):
