@@ -71,6 +71,7 @@ HOSTILE = {
     "garbage": bytes(range(256)) * 8,
     "a list, not a dict": pickle.dumps([1, 2, 3], protocol=2),
     "data is a list": _batch(list(range(3072))),
+    "no images": _batch(np.zeros((0, 3072), np.uint8), []),
     "labels are a dict": _batch(np.zeros((1, 3072), np.uint8), {0: 1}),
     "a label of 10**5000": _batch(np.zeros((1, 3072), np.uint8), [10 ** 5000]),
     "labels that are arrays": _batch(np.zeros((2, 3072), np.uint8), np.zeros((2, 2), np.int64)),

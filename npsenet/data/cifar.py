@@ -152,6 +152,9 @@ class CIFAR10(ImageDataset):
             raise DataFileError(f"{path}: expected b'data' to be a uint8 array "
                                 f"(N, {IMAGE_VALUES}), "
                                 f"got {got}. {DAMAGED}")
+        if len(data) == 0:
+            raise DataFileError(f"{path}: holds no images; every CIFAR batch holds some. "
+                                f"{DAMAGED}")
         if len(data) > max_images:
             raise DataFileError(f"{path}: holds {len(data):,} images, more than the {max_images:,} "
                                 "a file of this dataset holds. It is not an original file: delete "
