@@ -240,7 +240,7 @@ def check_member(member: tarfile.TarInfo, archive) -> None:
                      "with, so nothing was extracted. Delete it and download it again.")
 
 
-MAX_EXTRACT_BYTES = 1 << 30  # CIFAR-10 unpacks to 178 MB, CIFAR-100 to 161 MB
+MAX_EXTRACT_BYTES = 1 << 30  # either CIFAR unpacks to under 200 MB
 
 
 def safe_extract(tarball, root, expected_folder: str | None = None,

@@ -251,6 +251,9 @@ def read_cifar_pickle(path, *, max_bytes: int = META_MAX_BYTES, max_images: int 
     except _Refused as error:
         raise UnsafePickleError(f"refusing to load {path}: {error}. The file is damaged or was "
                                 f"tampered with: {advice}.") from None
+    except _Damaged as error:
+        raise DataFileError(f"{path} is damaged or is not a CIFAR 'python version' file "
+                            f"({error}): {advice}.") from None
     except Exception as error:  # truncated, garbage, wrong types, MemoryError, RecursionError...
         raise DataFileError(f"{path} is damaged or is not a CIFAR 'python version' file "
                             f"({describe_exception(error)}): {advice}.") from None
@@ -275,7 +278,7 @@ def load_cifar_pickle(path, **limits) -> dict:
             :data:`ALLOWED_GLOBALS`.
         ValueError (:class:`DataFileError`): the file is damaged, too large or not a dict.
     """
-    limits.setdefault("max_bytes", 32 * 1024 * 1024)
+    limits.setdefault("max_bytes", 64 * 1024 * 1024)
     limits.setdefault("max_images", 10_000)
     return read_cifar_pickle(path, **limits)[0]
 
@@ -290,8 +293,10 @@ def _read_bounded(path: Path, max_bytes: int, advice: str) -> bytes:
         if status.st_size > max_bytes:
             raise DataFileError(f"{path} is {status.st_size:,} bytes, more than the {max_bytes:,} "
                                 f"a file of this kind can hold: it is not a CIFAR file; {advice}.")
-        with open(path, "rb") as f:
-            raw = f.read(max_bytes + 1)
+        with open(path, "rb") as f:  # read(n) reserves n bytes first: ask for the size
+            raw = f.read(status.st_size + 1)
+            if len(raw) > status.st_size:  # it grows while we read
+                raw += f.read(max_bytes + 1 - len(raw))
     except DataFileError:
         raise
     except OSError as error:
@@ -305,20 +310,71 @@ def _read_bounded(path: Path, max_bytes: int, advice: str) -> bytes:
 
 
 _MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
+_OPCODES = {ord(op.code): op for op in pickletools.opcodes}
+_TWO_LINES = frozenset({"GLOBAL", "INST"})  # module and name, each on its own line
+_LENGTH_BYTES = {pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
+                 pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+                 pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+                 pickletools.TAKEN_FROM_ARGUMENT8U: (8, False)}
+
+
+class _Damaged(Exception):
+    """The pickle is cut short or garbled (not hostile, only unusable)."""
 
 
 def _scan(raw: bytes, limit: int) -> None:
-    """Walk the opcodes of ``raw`` before unpickling: at most ``limit`` of them, memo
-    indices below ``limit``, and every declared length present in the file."""
-    for count, (opcode, arg, _) in enumerate(pickletools.genops(io.BytesIO(raw)), start=1):
+    """Walk the opcodes of ``raw`` before unpickling, without decoding their arguments: at
+    most ``limit`` opcodes, memo indices below ``limit``, every declared length present in
+    the file, and a STOP at the end."""
+    pos, end, count = 0, len(raw), 0
+    while pos < end:
+        op = _OPCODES.get(raw[pos])
+        if op is None:
+            raise _Damaged(f"byte {raw[pos]:#04x} at offset {pos:,} is no pickle opcode")
+        count += 1
         if count > limit:
             raise _Refused(f"it holds more than {limit:,} pickle operations, more than a "
                            "CIFAR file of this kind needs")
-        if opcode.name in _MEMO_OPCODES:
-            index = int(arg)
-            if not 0 <= index < limit:
-                raise _Refused(f"it uses the memo index {index:,}, beyond the {limit:,} a "
-                               "CIFAR file of this kind can need")
+        pos += 1
+        size = 0 if op.arg is None else op.arg.n
+        if size == pickletools.UP_TO_NEWLINE:
+            start = pos
+            for _ in range(2 if op.name in _TWO_LINES else 1):
+                newline = raw.find(b"\n", pos)
+                if newline < 0:
+                    raise _Damaged(f"the {op.name} at offset {start - 1:,} is cut short")
+                pos = newline + 1
+            if op.name in _MEMO_OPCODES:
+                _check_memo(raw[start:pos].strip(), limit)
+            continue
+        if size in _LENGTH_BYTES:
+            width, signed = _LENGTH_BYTES[size]
+            if pos + width > end:
+                raise _Damaged(f"the {op.name} at offset {pos - 1:,} is cut short")
+            size = int.from_bytes(raw[pos:pos + width], "little", signed=signed)
+            pos += width
+            if size < 0:
+                raise _Damaged(f"the {op.name} at offset {pos - width - 1:,} declares a "
+                               "negative length")
+        if pos + size > end:
+            raise _Damaged(f"the {op.name} at offset {pos - 1:,} declares {size:,} bytes but "
+                           f"only {end - pos:,} remain: the file is cut short")
+        if op.name in _MEMO_OPCODES:
+            _check_memo(int.from_bytes(raw[pos:pos + size], "little"), limit)
+        pos += size
+        if op.name == "STOP":
+            return
+    raise _Damaged("it ends before pickle's STOP: the file is cut short")
+
+
+def _check_memo(index, limit: int) -> None:
+    try:
+        index = int(index)
+    except ValueError:
+        raise _Damaged("a memo index is not a number") from None
+    if not 0 <= index < limit:
+        raise _Refused(f"it uses the memo index {index:,}, beyond the {limit:,} a CIFAR file "
+                       "of this kind can need")
 
 
 def _swap_arrays(content):
