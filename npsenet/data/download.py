@@ -228,14 +228,14 @@ def check_member(member: tarfile.TarInfo, archive) -> None:
     elif ".." in posix.parts or ".." in windows.parts:
         reason = "a '..' component that points outside the destination"
     elif member.issym() or member.islnk():
-        reason = f"a link (to {member.linkname!r})"
+        reason = f"a link (to {member.linkname[:200]!r})"
     elif member.ischr() or member.isblk() or member.isfifo():
         reason = "a device file or FIFO"
     elif not (member.isfile() or member.isdir()):
         reason = "an entry that is neither a file nor a folder"
     else:
         return
-    raise ValueError(f"refusing to extract {archive}: member {name!r} is {reason}. CIFAR "
+    raise ValueError(f"refusing to extract {archive}: member {name[:200]!r} is {reason}. CIFAR "
                      "archives hold only plain files; this one is damaged or was tampered "
                      "with, so nothing was extracted. Delete it and download it again.")
 
