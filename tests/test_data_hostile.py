@@ -45,7 +45,8 @@ class _Reduce:
 
 def _array_with_state(shape, dtype, fortran, raw):
     """An array pickled the way numpy does it, with a state of our choosing."""
-    return _Reduce(_reconstruct, (np.ndarray, (0,), b"b"), (1, shape, np.dtype(dtype), fortran, raw))
+    state = (1, shape, np.dtype(dtype), fortran, raw)
+    return _Reduce(_reconstruct, (np.ndarray, (0,), b"b"), state)
 
 
 def _batch(data, labels=None) -> bytes:
@@ -58,7 +59,9 @@ HOSTILE = {
         np.ndarray, ((3_000_000, 3072), np.dtype(np.uint8), b"x", 0, (0, 0)))),
     "_reconstruct asked for a TiB": _batch(_Reduce(_reconstruct, (np.ndarray, (2 ** 40,), b"b"))),
     "bytes(3 GB)": _batch(_Reduce(bytes, (3_000_000_000,))),
-    "a huge shape over 3 bytes": _batch(_array_with_state((10 ** 6, 3072), np.uint8, False, b"abc")),
+    "a huge shape over 3 bytes": _batch(
+        _array_with_state((10 ** 6, 3072), np.uint8, False, b"abc")),
+    "a shape of 2**70": _batch(_array_with_state((2 ** 70,), np.uint8, False, b"abc")),
     "a shape of a TiB over 3 bytes": _batch(_array_with_state((2 ** 40,), np.uint8, False, b"abc")),
     "Fortran order": _batch(_array_with_state((1, 3072), np.uint8, True, bytes(3072))),
     "object dtype": _batch(np.array([None, 1], dtype=object)),

@@ -172,7 +172,8 @@ def fetch(url: str, destination: Path, *, md5: str, size: int | None, progress: 
                                   ValueError)):
             raise
         raise RuntimeError(
-            f"could not download {url}: {one_line(str(error), 300)}. Check the internet connection and try again, "
+            f"could not download {url}: {one_line(str(error), 300)}. Check the internet "
+            f"connection and try again, "
             f"or download the file by hand and put it at {destination} (its MD5 must be "
             f"{md5}).") from error
     problem = None

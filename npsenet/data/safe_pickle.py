@@ -112,9 +112,10 @@ class ArrayState:
     """Stands in for ``_reconstruct(ndarray, (0,), b"b")``; its state builds the array.
 
     The state is ``(version, shape, dtype, is_fortran, raw bytes)``. The array is built
-    only when ``shape`` is a tuple of non-negative ints, ``dtype`` an allowed integer
-    or float dtype, the order C, and ``raw`` holds exactly ``prod(shape) * itemsize`` bytes: so an
-    array is never larger than the bytes the file really contains.
+    only when ``shape`` is a tuple of at most 4 ints in [0, 2**63), ``dtype`` an allowed
+    integer or float dtype, the order C, and ``raw`` holds exactly
+    ``prod(shape) * itemsize`` bytes: so an array is never larger than the bytes the file
+    really contains.
     """
 
     def __init__(self):
@@ -126,11 +127,11 @@ class ArrayState:
                            "(version, shape, dtype, is_fortran, data)")
         shape, dtype, fortran, raw = state[-4:]
         if not isinstance(shape, tuple) or len(shape) > MAX_NDIM or not all(
-                type(n) is int and n >= 0 for n in shape):
+                type(n) is int and 0 <= n < 2 ** 63 for n in shape):
             shown = (f"{len(shape)} entries" if isinstance(shape, tuple)
                      else f"a {type(shape).__name__}")
             raise _Refused(f"an array declares a shape ({shown}) that is not a tuple of at "
-                           f"most {MAX_NDIM} non-negative ints")
+                           f"most {MAX_NDIM} ints in [0, 2**63)")
         if not isinstance(dtype, DtypeState):
             raise _Refused(f"an array's dtype is a {type(dtype).__name__}, expected a numpy dtype")
         if fortran not in (False, 0):
@@ -143,10 +144,8 @@ class ArrayState:
             count *= n
         needed = count * dtype.itemsize
         if needed != len(raw):
-            shown = "(" + ", ".join(f"{n:,}" if n < 10 ** 15 else "a huge number"
-                                    for n in shape) + ")"
-            amount = f"{needed:,}" if needed < 10 ** 30 else "more than 10**30"
-            raise _Refused(f"an array declares the shape {shown} of {dtype} ({amount} bytes) "
+            shown = "(" + ", ".join(f"{n:,}" for n in shape) + ")"
+            raise _Refused(f"an array declares the shape {shown} of {dtype} ({needed:,} bytes) "
                            f"but the file holds {len(raw):,} bytes for it")
         self.array = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
 
