@@ -7,12 +7,16 @@
 - :func:`channel_stats`, :class:`Normalize`, :func:`random_crop`, :func:`random_flip`,
   :func:`crop_and_flip` (both in one gather, on the CPU or the GPU).
 - :class:`BatchLoader`: reproducible, resumable mini-batches on the CPU or the GPU.
+- :class:`DataFileError`: the one-line error of every damaged or hostile data file.
+- :func:`data_fingerprint`, :func:`describe_fingerprint_mismatch`: what a run trained on.
 """
 from __future__ import annotations
 
 from . import download
 from .cifar import CIFAR10, CIFAR100
 from .download import cache_dir, download_cifar
+from .errors import DataFileError
+from .fingerprint import data_fingerprint, describe_fingerprint_mismatch
 from .loader import BatchLoader
 from .synthetic import SyntheticCIFAR
 from .transforms import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, Normalize,
@@ -42,4 +46,5 @@ __all__ = ["CIFAR10", "CIFAR100", "SyntheticCIFAR", "get_dataset", "DATASETS", "
            "Normalize", "channel_stats", "random_crop", "random_flip", "crop_and_flip",
            "standard_augment",
            "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "cache_dir",
-           "download_cifar", "download"]
+           "download_cifar", "download", "DataFileError", "data_fingerprint",
+           "describe_fingerprint_mismatch"]

@@ -6,6 +6,16 @@ blue planes of each 32x32 image one after the other; ``b"labels"`` or
 :func:`~npsenet.data.safe_pickle.load_cifar_pickle`, which refuses any file that asks to
 run code, and their contents are checked (shapes, dtype, label ranges) before use.
 
+Bounds. A file whose MD5 is the published one (torchvision lists the same values) is an
+original. Any other file is held to the format's limits before it is unpickled: a
+CIFAR-10 batch holds at most 10,000 images, CIFAR-100's ``train`` at most 50,000 and
+``test`` 10,000, labels as many as images, and a file may be at most 64 MiB (CIFAR-10
+batches, CIFAR-100 ``test``), 320 MiB (CIFAR-100 ``train``) or 64 KiB (meta files). The
+originals are about 31 MB and 155 MB; the limits are twice that because a batch pickled
+again by Python 3 with protocol 2 spells its image bytes as UTF-8 text, up to two bytes
+each (the CIFAR-10 subset the tests use is written that way). Every
+problem with a file or the folder is one :class:`~npsenet.data.errors.DataFileError` line.
+
     train = ns.data.CIFAR10("data", train=True, download=True)
     train.images.shape, train.images.dtype      # (50000, 3, 32, 32) uint8
     train.labels.shape, train.labels.dtype      # (50000,) int64
@@ -17,12 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
+import os
+
 from .base import ImageDataset
 from .download import archive_info, cache_dir, download_cifar
-from .safe_pickle import load_cifar_pickle
+from .errors import DataFileError
+from .safe_pickle import META_MAX_BYTES, read_cifar_pickle
 
 IMAGE_SHAPE = (3, 32, 32)
 IMAGE_VALUES = 3 * 32 * 32
+MiB = 1024 * 1024
+DAMAGED = "The file is damaged: delete the folder and download the dataset again."
 
 
 class CIFAR10(ImageDataset):
@@ -48,28 +63,66 @@ class CIFAR10(ImageDataset):
     label_key = b"labels"
     names_key = b"label_names"
     num_classes = 10
+    # the published MD5 of every file (the same values torchvision lists)
+    official_md5 = {
+        "data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "data_batch_4": "634d18415352ddfa80567beed471001a",
+        "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "test_batch": "40351d587109b95175f43aff81a1287e",
+        "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    }
+    # file name -> (most images, most bytes) a file of the format may hold (see the top)
+    file_limits = {name: (10_000, 64 * MiB) for name in (*train_files, *test_files)}
 
     def __init__(self, root=None, train: bool = True, download: bool = False):
         self.train = bool(train)
         self.folder = self._find_folder(root, download)
-        self.classes = self._class_names(load_cifar_pickle(self.folder / self.meta_file))
+        self.files = {}  # file name -> {"size", "md5", "official"}: what was loaded
+        self.classes = self._class_names(self._read(self.meta_file))
         images, labels = [], []
         for filename in (self.train_files if self.train else self.test_files):
             path = self.folder / filename
-            batch = load_cifar_pickle(path)
-            images.append(self._checked_images(batch, path))
+            batch = self._read(filename)
+            images.append(self._checked_images(batch, path, self.file_limits[filename][0]))
             labels.append(self._checked_labels(batch, path, self.label_key, self.num_classes))
             self._read_extra_labels(batch, path)
         self.images = np.ascontiguousarray(np.concatenate(images))
         self.labels = np.concatenate(labels)
 
+    def _read(self, filename: str) -> dict:
+        """One file of the folder, unpickled within its limits; its size and MD5 recorded."""
+        images, max_bytes = self.file_limits.get(filename, (0, META_MAX_BYTES))
+        content, info = read_cifar_pickle(
+            self.folder / filename, max_bytes=max_bytes, max_images=images,
+            official_md5=self.official_md5.get(filename), advice=self._advice())
+        self.files[filename] = {"size": info.size, "md5": info.md5, "official": info.official}
+        return content
+
+    def _advice(self) -> str:
+        folder_name = archive_info(self.name).folder
+        return (f"delete {folder_name}/ and download it again (`npsenet train` downloads it when "
+                f"--data-dir does not hold it), or point --data-dir at the folder that holds "
+                f"the official {folder_name}/")
+
     def _find_folder(self, root, download: bool) -> Path:
         folder_name = archive_info(self.name).folder
         root = Path(cache_dir() if root is None else root).expanduser()
+        for place in (root, root / folder_name):
+            if place.exists() and not place.is_dir():
+                raise DataFileError(
+                    f"{place} is a file, expected a folder: point --data-dir (or root=) at the "
+                    f"folder that holds {folder_name}/.")
         # root holds the dataset folder, or (friendlier) is that folder itself
         folder = root if root.name == folder_name else root / folder_name
         if download and not self._complete(folder):
             download_cifar(self.name, folder.parent)
+        for place in (folder.parent, folder):
+            if place.is_dir() and not os.access(place, os.R_OK | os.X_OK):
+                raise DataFileError(
+                    f"cannot read the folder {place} (permission denied): give yourself read "
+                    f"access (chmod u+rx) or point --data-dir at a copy you may read.")
         if self._complete(folder):
             return folder
         if folder.is_dir():
@@ -92,15 +145,23 @@ class CIFAR10(ImageDataset):
         return _names(meta, self.names_key, self.num_classes, self.folder / self.meta_file)
 
     @staticmethod
-    def _checked_images(batch: dict, path: Path):
+    def _checked_images(batch: dict, path: Path, max_images: int = 50_000):
         """uint8 (n, 3, 32, 32) from one unpickled batch, after checking dtype and shape."""
         data = batch.get(b"data")
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-                or data.shape[1] != IMAGE_VALUES:
-            got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else repr(data)[:80]
-            raise ValueError(f"{path}: expected b'data' to be a uint8 array (N, {IMAGE_VALUES}), "
-                             f"got {got}. The file is damaged: delete the folder and download "
-                             "the dataset again.")
+                or data.shape[1] != IMAGE_VALUES or not data.flags.c_contiguous:
+            got = (f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray)
+                   else f"a {type(data).__name__}")
+            raise DataFileError(f"{path}: expected b'data' to be a uint8 array "
+                                f"(N, {IMAGE_VALUES}), "
+                                f"got {got}. {DAMAGED}")
+        if len(data) == 0:
+            raise DataFileError(f"{path}: holds no images; every CIFAR batch holds some. "
+                                f"{DAMAGED}")
+        if len(data) > max_images:
+            raise DataFileError(f"{path}: holds {len(data):,} images, more than the {max_images:,} "
+                                "a file of this dataset holds. It is not an original file: delete "
+                                "the folder and download the dataset again.")
         return data.reshape(-1, *IMAGE_SHAPE)
 
     @staticmethod
@@ -108,18 +169,26 @@ class CIFAR10(ImageDataset):
         """int64 (n,) labels under ``key``: one per image, each in ``range(num_classes)``."""
         labels, count = batch.get(key), len(batch[b"data"])
         if not isinstance(labels, (list, np.ndarray)) or len(labels) != count:
-            raise ValueError(f"{path}: expected {count} labels under {key!r} (one per image), "
-                             f"got {type(labels).__name__} of length "
-                             f"{len(labels) if hasattr(labels, '__len__') else 'n/a'}.")
-        labels = np.asarray(labels)
-        if labels.dtype.kind not in "iu":
-            raise ValueError(f"{path}: expected integer labels under {key!r}, got dtype "
-                             f"{labels.dtype}. The file is damaged: download the dataset again.")
-        if count and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"{path}: expected labels in [0, {num_classes}) under {key!r}, got "
-                             f"the range [{labels.min()}, {labels.max()}]. Is this the right "
-                             "dataset (CIFAR-10 vs CIFAR-100)?")
-        return labels.astype(np.int64)
+            raise DataFileError(f"{path}: expected {count} labels under {key!r} (one per image), "
+                                f"got {type(labels).__name__} of length "
+                                f"{len(labels) if hasattr(labels, '__len__') else 'n/a'}. "
+                                f"{DAMAGED}")
+        if isinstance(labels, list) and not all(type(k) is int for k in labels):
+            odd = next(type(k).__name__ for k in labels if type(k) is not int)
+            raise DataFileError(f"{path}: expected integer labels under {key!r}, got a {odd}. "
+                                f"{DAMAGED}")
+        if isinstance(labels, np.ndarray) and (labels.dtype.kind not in "iu" or labels.ndim != 1):
+            raise DataFileError(f"{path}: expected integer labels under {key!r}, got dtype "
+                                f"{labels.dtype} with {labels.ndim} dimensions. {DAMAGED}")
+        if count:
+            low, high = ((int(labels.min()), int(labels.max())) if isinstance(labels, np.ndarray)
+                         else (min(labels), max(labels)))
+            if low < 0 or high >= num_classes:
+                raise DataFileError(
+                    f"{path}: expected labels in [0, {num_classes}) under {key!r}, got the range "
+                    f"[{_short_int(low)}, {_short_int(high)}]. Is this the right dataset "
+                    "(CIFAR-10 vs CIFAR-100)? If so, the file is damaged: download it again.")
+        return np.asarray(labels, dtype=np.int64).reshape(count)
 
     def _read_extra_labels(self, batch: dict, path: Path) -> None:
         """CIFAR-100 also keeps its coarse (superclass) labels; CIFAR-10 has none."""
@@ -146,6 +215,12 @@ class CIFAR100(CIFAR10):
     names_key = b"fine_label_names"
     num_classes = 100
     num_coarse_classes = 20
+    official_md5 = {
+        "train": "16019d7e3df5f24257cddd939b257f8d",
+        "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+        "meta": "7973b15100ade9c7d40fb424638fde48",
+    }
+    file_limits = {"train": (50_000, 320 * MiB), "test": (10_000, 64 * MiB)}
 
     def __init__(self, root=None, train: bool = True, download: bool = False):
         self.coarse_labels = np.zeros(0, dtype=np.int64)
@@ -161,11 +236,23 @@ class CIFAR100(CIFAR10):
         self.coarse_labels = np.concatenate([self.coarse_labels, coarse])
 
 
+def _short_int(value: int) -> str:
+    """An int as text, or "a huge number" (never thousands of digits)."""
+    return str(value) if abs(value) < 10 ** 18 else ("-" if value < 0 else "") + "a huge number"
+
+
 def _names(meta: dict, key: bytes, count: int, path: Path) -> list:
     """The ``count`` class names stored under ``key`` in a meta file, as str."""
     names = meta.get(key)
     if not isinstance(names, list) or len(names) != count \
             or not all(isinstance(n, (bytes, str)) for n in names):
-        raise ValueError(f"{path}: expected a list of {count} class names under {key!r}, got "
-                         f"{repr(names)[:200]}. The file is damaged: download the dataset again.")
-    return [n.decode("utf-8") if isinstance(n, bytes) else n for n in names]
+        got = (f"a list of {len(names)}" if isinstance(names, list)
+               else f"a {type(names).__name__}")
+        raise DataFileError(f"{path}: expected a list of {count} class names (bytes or str) under "
+                            f"{key!r}, got {got}. The file is damaged: delete the folder and "
+                            "download the dataset again.")
+    try:
+        return [n.decode("utf-8") if isinstance(n, bytes) else n for n in names]
+    except UnicodeDecodeError:
+        raise DataFileError(f"{path}: the class names under {key!r} are not UTF-8 text. "
+                            f"{DAMAGED}") from None

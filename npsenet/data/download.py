@@ -3,7 +3,10 @@
 ``download_cifar("cifar10", root)`` fetches the tarball into ``root`` (through a ``.part``
 file, with a progress bar), checks its size and MD5 against the published values, and
 extracts ``cifar-10-batches-py/`` (or ``cifar-100-python/``) next to it. A download that
-comes out short or with the wrong checksum is deleted, never extracted.
+comes out short or with the wrong checksum is deleted, never extracted. The whole
+download has a deadline (``deadline_s``, default 30 minutes, so a stalled or trickling
+server ends in one line), and never more than the expected size is read: a server that
+sends more is refused and the partial file removed.
 
 Extraction checks every member before writing anything: absolute paths, ``..``
 components, symbolic and hard links and device files are refused, so a tampered archive
@@ -24,10 +27,14 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from .errors import DataFileError, describe_exception, one_line
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,9 @@ ARCHIVES = {
 }
 
 CHUNK_BYTES = 1 << 20
+DEADLINE_S = 30 * 60        # the whole download, from the first byte asked to the last
+READ_TIMEOUT_S = 60         # one silent wait on the connection
+MAX_UNKNOWN_BYTES = 1 << 30  # the cap when neither the size nor Content-Length is known
 
 
 def cache_dir() -> Path:
@@ -74,7 +84,8 @@ def archive_info(name: str) -> Archive:
 
 
 def download_cifar(name: str, root=None, url: str | None = None, progress: bool = True, *,
-                   md5: str | None = None, size: int | None = None) -> Path:
+                   md5: str | None = None, size: int | None = None,
+                   deadline_s: float = DEADLINE_S) -> Path:
     """Download, verify and extract CIFAR-10 or CIFAR-100 into ``root``.
 
     Args:
@@ -84,11 +95,14 @@ def download_cifar(name: str, root=None, url: str | None = None, progress: bool 
         progress: show a progress bar (tqdm when installed, else plain lines on stderr).
         md5, size: the expected checksum and size in bytes; default the published values,
             which a mirror of the official file also matches.
+        deadline_s: seconds the whole download may take (default 30 minutes); a slower
+            download is abandoned and its partial file removed.
     Returns:
         the extracted dataset folder, e.g. ``root/cifar-10-batches-py``.
     Raises:
-        RuntimeError: the download failed or its size/MD5 did not match (the bad file is
-            removed), or the archive lacks the expected folder.
+        RuntimeError: the download failed, ran past its deadline, sent more than ``size``
+            bytes or its size/MD5 did not match (the bad file is removed), or the archive
+            lacks the expected folder.
         ValueError: the archive contains an unsafe member (see :func:`safe_extract`).
     """
     info = archive_info(name)
@@ -102,35 +116,64 @@ def download_cifar(name: str, root=None, url: str | None = None, progress: bool 
     root.mkdir(parents=True, exist_ok=True)
     tarball = root / info.filename
     if not (tarball.is_file() and file_md5(tarball) == md5):
-        fetch(url, tarball, md5=md5, size=size, progress=progress)
+        fetch(url, tarball, md5=md5, size=size, progress=progress, deadline_s=deadline_s)
     safe_extract(tarball, root, expected_folder=info.folder)
     return target
 
 
-def fetch(url: str, destination: Path, *, md5: str, size: int | None, progress: bool) -> None:
+def fetch(url: str, destination: Path, *, md5: str, size: int | None, progress: bool,
+          deadline_s: float = DEADLINE_S) -> None:
     """Download ``url`` to ``destination`` through ``destination.part``; check size and MD5.
 
-    On any failure the partial file is deleted and ``RuntimeError`` says what to do.
+    At most ``size`` bytes are read (a server that sends more is refused), and the whole
+    download must finish within ``deadline_s`` seconds (checked after every read; one
+    read waits at most ``READ_TIMEOUT_S``). On any failure the partial file is deleted
+    and ``RuntimeError`` says what to do.
     """
     destination = Path(destination)
     partial = destination.with_name(destination.name + ".part")
     digest = hashlib.md5()
     received = 0
+    start = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            total = size or int(response.headers.get("Content-Length") or 0) or None
-            with _progress_bar(total, destination.name, enabled=progress) as bar:
-                while chunk := response.read(CHUNK_BYTES):
+        timeout = max(1.0, min(READ_TIMEOUT_S, float(deadline_s)))
+        with urllib.request.urlopen(url, timeout=timeout) as response, \
+                open(partial, "wb") as out:
+            announced = _content_length(response)
+            cap = size if size is not None else (announced or MAX_UNKNOWN_BYTES)
+            if announced is not None and announced > cap:
+                raise _TooMuch(f"the server announces {announced:,} bytes, expected {cap:,}")
+            read = getattr(response, "read1", None) or response.read
+            with _progress_bar(size or announced, destination.name, enabled=progress) as bar:
+                while chunk := read(min(CHUNK_BYTES, cap + 1 - received)):
+                    received += len(chunk)
+                    if received > cap:
+                        raise _TooMuch(f"the server sent more than the {cap:,} bytes expected")
                     out.write(chunk)
                     digest.update(chunk)
-                    received += len(chunk)
                     bar.update(len(chunk))
+                    elapsed = time.monotonic() - start
+                    if elapsed > deadline_s:
+                        raise _TooSlow(f"only {received:,} of {cap:,} bytes arrived within the "
+                                       f"deadline of {deadline_s:g} s")
     except BaseException as error:  # Ctrl-C included: never leave a partial file behind
         partial.unlink(missing_ok=True)
-        if not isinstance(error, (urllib.error.URLError, http.client.HTTPException, OSError)):
+        if isinstance(error, _TooMuch):
+            raise RuntimeError(
+                f"refusing the download of {url}: {error}; the file was deleted. Is the URL "
+                f"right? Download the file by hand and put it at {destination} (its MD5 must "
+                f"be {md5}).") from None
+        if isinstance(error, _TooSlow):
+            raise RuntimeError(
+                f"the download of {url} is too slow: {error}; the file was deleted. Try again "
+                f"later (or with download_cifar(..., deadline_s=...) for a slow link), or "
+                f"download the file by hand and put it at {destination}.") from None
+        if not isinstance(error, (urllib.error.URLError, http.client.HTTPException, OSError,
+                                  ValueError)):
             raise
         raise RuntimeError(
-            f"could not download {url}: {error}. Check the internet connection and try again, "
+            f"could not download {url}: {one_line(str(error), 300)}. Check the internet "
+            f"connection and try again, "
             f"or download the file by hand and put it at {destination} (its MD5 must be "
             f"{md5}).") from error
     problem = None
@@ -145,6 +188,23 @@ def fetch(url: str, destination: Path, *, md5: str, size: int | None, progress: 
             "deleted. Run the command again to retry; if it keeps failing, download the "
             f"file by hand and put it at {destination}.")
     os.replace(partial, destination)
+
+
+class _TooMuch(Exception):
+    """The server sends more than the expected size."""
+
+
+class _TooSlow(Exception):
+    """The download runs past its deadline."""
+
+
+def _content_length(response) -> int | None:
+    """The response's Content-Length as an int, or None when absent or garbled."""
+    try:
+        value = int(response.headers.get("Content-Length"))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return value if value >= 0 else None
 
 
 def file_md5(path) -> str:
@@ -169,37 +229,65 @@ def check_member(member: tarfile.TarInfo, archive) -> None:
     elif ".." in posix.parts or ".." in windows.parts:
         reason = "a '..' component that points outside the destination"
     elif member.issym() or member.islnk():
-        reason = f"a link (to {member.linkname!r})"
+        reason = f"a link (to {member.linkname[:200]!r})"
     elif member.ischr() or member.isblk() or member.isfifo():
         reason = "a device file or FIFO"
     elif not (member.isfile() or member.isdir()):
         reason = "an entry that is neither a file nor a folder"
     else:
         return
-    raise ValueError(f"refusing to extract {archive}: member {name!r} is {reason}. CIFAR "
+    raise ValueError(f"refusing to extract {archive}: member {name[:200]!r} is {reason}. CIFAR "
                      "archives hold only plain files; this one is damaged or was tampered "
                      "with, so nothing was extracted. Delete it and download it again.")
 
 
-def safe_extract(tarball, root, expected_folder: str | None = None) -> None:
+MAX_EXTRACT_BYTES = 1 << 30  # either CIFAR unpacks to under 200 MB
+
+
+def safe_extract(tarball, root, expected_folder: str | None = None,
+                 max_bytes: int = MAX_EXTRACT_BYTES) -> None:
     """Extract ``tarball`` into ``root`` after checking every member with :func:`check_member`.
 
-    Nothing is written unless every member passes. Members are unpacked into a temporary
-    folder inside ``root`` and then moved into place, so an interrupted extraction leaves
-    no half-filled dataset folder behind.
+    Nothing is written unless every member passes and their sizes add up to at most
+    ``max_bytes``. Members are unpacked into a temporary folder inside ``root`` and then
+    moved into place, so an interrupted extraction leaves no half-filled dataset folder
+    behind. A damaged archive (truncated, not gzip, a member shorter than its header says)
+    raises ``DataFileError``, one line; the partly extracted files are removed.
     """
     tarball, root = Path(tarball), Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tarball, "r:*") as tar:
-        members = tar.getmembers()
+    damaged = (tarfile.TarError, EOFError, OSError, zlib.error, ValueError)
+    try:
+        tar = tarfile.open(tarball, "r:*")
+    except damaged as error:
+        raise _damaged_archive(tarball, error) from None
+    with tar:
+        try:
+            members = tar.getmembers()
+        except damaged as error:
+            raise _damaged_archive(tarball, error) from None
         for member in members:
             check_member(member, tarball)
+        total = sum(member.size for member in members if member.isfile())
+        if total > max_bytes:
+            raise DataFileError(
+                f"refusing to extract {tarball}: its members add up to {total:,} bytes, more "
+                f"than the {max_bytes:,} a CIFAR archive unpacks to; nothing was extracted. "
+                "Delete it and download it again.")
         staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
         try:
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.12, and 3.8-3.11 security releases
-                tar.extractall(staging, members=members, filter="data")
-            else:
-                tar.extractall(staging, members=members)
+            try:
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.12, 3.8-3.11 security releases
+                    tar.extractall(staging, members=members, filter="data")
+                else:
+                    tar.extractall(staging, members=members)
+            except (tarfile.TarError, EOFError, zlib.error) as error:
+                raise _damaged_archive(tarball, error) from None
+            except OSError as error:  # a full disk, a read-only folder
+                raise RuntimeError(
+                    f"could not extract {tarball} into {root} "
+                    f"({error.strerror or describe_exception(error)}); nothing was kept. Free "
+                    "some space or choose a folder you may write to (--data-dir).") from None
             if expected_folder is not None and not (staging / expected_folder).is_dir():
                 raise RuntimeError(
                     f"{tarball} does not contain the folder {expected_folder}/; is it the right "
@@ -212,6 +300,11 @@ def safe_extract(tarball, root, expected_folder: str | None = None) -> None:
                 os.replace(entry, destination)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _damaged_archive(tarball, error) -> DataFileError:
+    return DataFileError(f"{tarball} is damaged ({describe_exception(error)}); nothing was "
+                         "extracted. Delete it and download it again.")
 
 
 class _PlainProgress:

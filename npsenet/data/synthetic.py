@@ -83,7 +83,8 @@ class SyntheticCIFAR(ImageDataset):
         count = DEFAULT_SIZES[self.train] if num_samples is None else int(num_samples)
         if count < 1:
             raise ValueError(f"SyntheticCIFAR: num_samples must be at least 1, got {num_samples}.")
-        rng = np.random.default_rng([int(seed), 0 if self.train else 1])
+        self.seed = int(seed)
+        rng = np.random.default_rng([self.seed, 0 if self.train else 1])
         self.images, self.labels = make_synthetic(count, rng)
         self.classes = list(CLASSES)
 
