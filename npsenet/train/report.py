@@ -11,9 +11,9 @@ seen); ``test_loss`` and ``test_acc`` on the test set in evaluation mode;
 training time.
 
 The progress bar (loss, accuracy and images/s so far) needs tqdm and ``curves.png`` needs
-matplotlib (``pip install "npsenet[train]"``); without them the run goes on, and the
-summary line is printed in any case. Both files are replaced atomically
-(:func:`npsenet.io.atomic_write`), so a reader never sees half of one.
+matplotlib (``pip install tqdm matplotlib``, or ``pip install ".[train]"`` in a clone);
+without them the run goes on, and the summary line is printed in any case. Both files are
+replaced atomically (:func:`npsenet.io.atomic_write`), so a reader never sees half of one.
 """
 from __future__ import annotations
 
@@ -168,7 +168,7 @@ def plot_curves(rows, path):
         if not _MATPLOTLIB_NOTED:
             _MATPLOTLIB_NOTED.append(True)
             print("note: matplotlib is not installed, so curves.png is not drawn "
-                  "(pip install \"npsenet[train]\").", file=sys.stderr)
+                  "(pip install matplotlib).", file=sys.stderr)
         return False
     epochs = [row["epoch"] for row in rows]
     figure = Figure(figsize=(10, 4))
