@@ -1,8 +1,10 @@
 """The trainer and the `train` / `eval` commands, on tiny synthetic runs."""
 import csv
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ import pytest
 import npsenet as ns
 from npsenet import cli
 from npsenet import train as training
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = dict(model="resnet20", dataset="synthetic", epochs=3, batch_size=32, limit_train=128,
             limit_test=64, warmup_epochs=0, lr=0.05)
@@ -179,8 +183,10 @@ def test_bad_settings_give_one_clean_line(argv, expected, in_tmp, capsys):
 
 
 def test_a_usage_error_from_the_installed_command_has_no_traceback(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
     result = subprocess.run([sys.executable, "-m", "npsenet", "train", "--epochs", "two"],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert "argument --epochs: expected a positive integer, got 'two'" in result.stderr
     assert "Traceback" not in result.stderr
