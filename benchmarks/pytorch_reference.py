@@ -187,7 +187,8 @@ def main(argv=None):
 
     print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads: {args.model} on "
           f"{args.dataset} ({len(train_set[1])} train / {len(test_set[1])} test images), "
-          f"{args.epochs} epochs of {steps_per_epoch} steps", flush=True)
+          f"{args.epochs} epoch{'s' * (args.epochs != 1)} of {steps_per_epoch} steps",
+          flush=True)
     rows = []
     for epoch in range(1, config["epochs"] + 1):
         model.train()
