@@ -276,6 +276,8 @@ def test_eval_uses_the_runs_test_images_unless_told(cifar_run, capsys):
     (MemoryError("Unable to allocate 9.0 GiB"), 2, "out of memory (Unable to allocate 9.0 GiB)"),
     (EOFError("Ran out of input"), 2, "a file ended before its data did (Ran out of input)"),
     (ValueError("first line\n  second line"), 2, "first line second line"),
+    (pickle.UnpicklingError("pickle data was truncated"), 2,
+     "a file is damaged or not in its format (UnpicklingError: pickle data was truncated)"),
     (KeyboardInterrupt(), 130, "interrupted (Ctrl-C)"),
     (KeyError("weight"), 3, "internal error, a bug in npsenet"),
 ])

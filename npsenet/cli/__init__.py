@@ -12,9 +12,10 @@ No traceback reaches a user (:func:`main`): every error ends in one line on stde
 
 and an exit status:
 
-* 0: done; 2: a usage error, a bad setting, a bad or damaged file, an OS error (a full
-  disk, a folder that cannot be written: the line names the file and the reason), running
-  out of memory, or a run that diverged;
+* 0: done;
+* 2: a usage error, a bad setting, a bad or damaged file (an unpickling, zip or zlib error
+  among them), an OS error (a full disk, a folder that cannot be written: the line names
+  the file and the reason), running out of memory, or a run that diverged;
 * 130: Ctrl-C (KeyboardInterrupt) outside a training run (``npsenet train`` itself
   exits 130 or 143 after saving a checkpoint, see its help);
 * 1: stdout was closed early (``npsenet summary | head -3``): the command stops quietly, as
@@ -31,8 +32,11 @@ import argparse
 import errno
 import importlib
 import os
+import pickle
 import pkgutil
 import sys
+import zipfile
+import zlib
 
 from ..nn.switch import fast_path, is_fast
 from . import commands
@@ -100,6 +104,9 @@ def describe_error(exc):
     if isinstance(exc, EOFError):
         return 2, (f"a file ended before its data did ({exc or 'EOFError'}); it is truncated "
                    "or damaged: download or copy it again.")
+    if isinstance(exc, (pickle.UnpicklingError, zipfile.BadZipFile, zlib.error)):
+        return 2, (f"a file is damaged or not in its format ({type(exc).__name__}: {exc}); "
+                   "download or copy it again.")
     if isinstance(exc, OSError):
         return 2, describe_os_error(exc)
     if isinstance(exc, (ValueError, RuntimeError)):
