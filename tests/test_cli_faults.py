@@ -61,13 +61,15 @@ def test_a_second_trainer_is_refused_while_a_run_holds_the_folder(tmp_path):
         while not (out / "metrics.csv").exists():     # an epoch done: there is a run to lose
             assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
             time.sleep(0.1)
-        for argv in (["train", *TINY_FLAGS, "--epochs", "2", "--out", out],
-                     ["train", "--resume", out]):
+        for argv, advice in ((["train", *TINY_FLAGS, "--epochs", "2", "--out", out],
+                              "wait for it to finish or choose another --out."),
+                             (["train", "--resume", out],
+                              "wait for it to finish (or stop it) before resuming it.")):
             result = npsenet(tmp_path, *argv)
             assert result.returncode == 2 and result.stdout == ""
             line = one_error_line(result.stderr)
-            assert f"is in use by npsenet train (pid {first.pid} on " in line
-            assert "wait for it to finish or choose another --" in line
+            assert f"{out} is in use by npsenet train (pid {first.pid} on " in line
+            assert line.endswith(advice)
         assert first.poll() is None                   # the first trainer goes on
     finally:
         first.kill()                                  # kill -9: the kernel drops the lock
@@ -91,7 +93,9 @@ def test_the_lock_names_its_holder_and_is_reentrant(tmp_path):
         assert result.returncode == 2
         line = one_error_line(result.stderr)
         assert f"{tmp_path} is in use by npsenet train (pid {os.getpid()} on " in line
-        assert time.strftime("since %H:") in line or "since 20" in line
+        started = time.strftime("%H:%M", time.localtime(info["started"]))
+        assert f", since {started}); wait for it to finish or choose another --out." in line \
+            or ", since 20" in line                  # (a lock taken the day before)
     assert lock.holder(tmp_path) == {}                # the description goes with the lock
 
 

@@ -106,6 +106,9 @@ def describe_holder(folder, info, flag="--out"):
     who = info.get("command") or "another process"
     pid = info.get("pid")
     where = f"pid {pid} on {info.get('host', '?')}{since}" if pid else "its holder unknown"
+    if flag == "--resume":
+        return (f"{folder} is in use by {who} ({where}); wait for it to finish (or stop it) "
+                "before resuming it.")
     return (f"{folder} is in use by {who} ({where}); wait for it to finish or choose "
             f"another {flag}.")
 
