@@ -187,15 +187,17 @@ def main(argv=None):
 
     print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads: {args.model} on "
           f"{args.dataset} ({len(train_set[1])} train / {len(test_set[1])} test images), "
-          f"{args.epochs} epochs of {steps_per_epoch} steps", flush=True)
+          f"{args.epochs} epoch{'s' * (args.epochs != 1)} of {steps_per_epoch} steps",
+          flush=True)
     rows = []
     for epoch in range(1, config["epochs"] + 1):
         model.train()
-        lr = optimizer.param_groups[0]["lr"]
+        lr_sum = 0.0       # the lr column: the mean rate over the epoch's steps, as npsenet's
         loss_sum, correct, seen = 0.0, 0, 0
         started = time.perf_counter()
         for x, y in train_loader:
             x, y = torch.from_numpy(x), torch.from_numpy(y)
+            lr_sum += optimizer.param_groups[0]["lr"]
             logits = model(x)
             loss = loss_fn(logits, y)
             optimizer.zero_grad()
@@ -207,13 +209,14 @@ def main(argv=None):
             seen += len(y)
         train_seconds = time.perf_counter() - started
         test_loss, test_acc = evaluate(model, test_loader, loss_fn)
-        row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+        row = {"epoch": epoch, "lr": lr_sum / steps_per_epoch, "train_loss": loss_sum / seen,
+               "train_acc": correct / seen,
                "test_loss": test_loss, "test_acc": test_acc,
                "epoch_seconds": time.perf_counter() - started,
                "images_per_second": seen / train_seconds}
         rows.append(row)
         ns_train.write_metrics(rows, out / ns_train.METRICS_NAME)
-        print(f"epoch {epoch}/{config['epochs']}  lr {lr:.4f}  train loss {row['train_loss']:.4f} "
+        print(f"epoch {epoch}/{config['epochs']}  lr {row['lr']:.4f}  train loss {row['train_loss']:.4f} "
               f"acc {row['train_acc']:.4f}  test loss {test_loss:.4f} test accuracy "
               f"{test_acc:.4f}  {row['epoch_seconds']:.1f} s/epoch  "
               f"{row['images_per_second']:.0f} img/s", flush=True)

@@ -81,12 +81,13 @@ def gpu_unavailable_message():
         return ("device='gpu' needs CuPy and an NVIDIA GPU: CuPy is not installed and no "
                 "NVIDIA driver was found. On a GPU machine, from a clone of the repository "
                 "(npsenet is not on PyPI yet), run pip install -e \".[gpu-cuda12]\" or "
-                "\".[gpu-cuda13]\", the one for the CUDA version nvidia-smi shows top right; "
-                "or use device='cpu'.")
+                "\".[gpu-cuda13]\", the one for the CUDA version nvidia-smi shows top right "
+                "(or pip install cupy-cuda12x / cupy-cuda13x directly); or use device='cpu'.")
     extra = "gpu-cuda13" if driver[0] >= 13 else "gpu-cuda12"
     return (f"device='gpu' needs CuPy, which is not installed. The driver supports CUDA "
             f"{driver[0]}.{driver[1]}, so from a clone of the repository (npsenet is not on "
-            f"PyPI yet) run pip install -e \".[{extra}]\"; or use device='cpu'.")
+            f"PyPI yet) run pip install -e \".[{extra}]\" (or pip install "
+            f"{extra.replace('gpu-', 'cupy-')}x directly); or use device='cpu'.")
 
 def device_of(x) -> str:
     """'gpu' for a CuPy array, 'cpu' otherwise."""

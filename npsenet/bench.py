@@ -131,11 +131,12 @@ def _timed(fn):
 
 def run_benchmark(model="se_resnet20", batch_size=128, image_size=32, dtype="float32",
                   device="cpu", mode="train", steps=10, warmup=2, compare_torch=None,
-                  memory=True, settle=1, plain=False):
+                  memory=True, settle=1, plain=False, progress=None):
     """Median step times (seconds) of npsenet and, when available, PyTorch.
 
     ``plain`` times npsenet's plain path (``npsenet.nn.functional``) instead of the fast
-    one (the default).
+    one (the default). ``progress``, when given, is called with a short line (a str) as
+    each phase starts and after each timed step (``npsenet bench`` prints them on stderr).
 
     ``settle`` untimed steps run after each switch between the frameworks, before the
     timed one (see the module docstring). Returns a dict with ``npsenet_s``, ``torch_s``
@@ -144,29 +145,38 @@ def run_benchmark(model="se_resnet20", batch_size=128, image_size=32, dtype="flo
     """
     with fast_path(not plain):
         return _run_benchmark(model, batch_size, image_size, dtype, device, mode, steps,
-                              warmup, compare_torch, memory, settle)
+                              warmup, compare_torch, memory, settle, progress or _silent)
+
+
+def _silent(line):
+    """The default ``progress``: say nothing."""
 
 
 def _run_benchmark(model, batch_size, image_size, dtype, device, mode, steps, warmup,
-                   compare_torch, memory, settle):
+                   compare_torch, memory, settle, progress):
     device = backend.normalize_device(device)
     dtype = np.dtype(dtype)
     if compare_torch is None:
         compare_torch = torch_available(device)
+    progress(f"building {model} (batch {batch_size}, {image_size}x{image_size}, "
+             f"{dtype.name}, {device})" + (" and its PyTorch twin" if compare_torch else ""))
     ours = NpsenetStep(model, batch_size, image_size, dtype, device, mode)
     theirs = TorchStep(ours) if compare_torch else None
-    for _ in range(warmup):
+    for index in range(warmup):
+        progress(f"warm-up step {index + 1}/{warmup}")
         ours()
         if theirs:
             theirs()
     ours_t, theirs_t = [], []
-    for _ in range(steps):
+    for index in range(steps):
         for step, times in ((ours, ours_t), (theirs, theirs_t)):
             if step is None:
                 continue
             for _ in range(settle if theirs else 0):
                 step()
             times.append(_timed(step))
+        progress(f"step {index + 1}/{steps}: npsenet {ours_t[-1] * 1e3:.1f} ms"
+                 + (f", PyTorch {theirs_t[-1] * 1e3:.1f} ms" if theirs else ""))
     result = {
         "model": model, "mode": mode, "batch_size": batch_size, "image_size": image_size,
         "dtype": dtype.name, "device": device, "steps": steps,
@@ -179,8 +189,10 @@ def _run_benchmark(model, batch_size, image_size, dtype, device, mode, steps, wa
     if memory:
         args = dict(model=model, batch_size=batch_size, image_size=image_size,
                     dtype=dtype.name, device=device, mode=mode)
+        progress("peak memory of a step: npsenet (in a fresh process)")
         result["npsenet_peak_bytes"] = measure_peak_memory("npsenet", **args)
         if theirs:
+            progress("peak memory of a step: PyTorch (in a fresh process)")
             result["torch_peak_bytes"] = measure_peak_memory("torch", **args)
     return result
 

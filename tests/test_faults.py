@@ -8,12 +8,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import npsenet as ns
 from npsenet import train as training
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = dict(model="resnet20", dataset="synthetic", epochs=3, batch_size=32, limit_train=64,
             limit_test=32, warmup_epochs=0)
@@ -22,9 +25,13 @@ TINY_FLAGS = ["--model", "resnet20", "--dataset", "synthetic", "--epochs", "3",
               "--warmup-epochs", "0", "--no-progress"]
 
 
-def _npsenet(*argv, **kwargs):
+def _npsenet(cwd, *argv):
+    """``python -m npsenet ARGV`` started in ``cwd`` (a test's tmp_path, never the repo),
+    importing this checkout's npsenet."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
     return subprocess.Popen([sys.executable, "-m", "npsenet", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +50,8 @@ def _assert_same_arrays(state, expected):
 
 
 def test_an_absurd_learning_rate_stops_with_a_clear_message(tmp_path):
-    proc = _npsenet("train", *TINY_FLAGS, "--lr", "1e30", "--out", str(tmp_path / "run"))
+    proc = _npsenet(tmp_path, "train", *TINY_FLAGS, "--lr", "1e30", "--out",
+                    str(tmp_path / "run"))
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2
     assert "npsenet train: error: the training loss became nan" in err
@@ -108,7 +116,7 @@ def test_sigint_mid_epoch_saves_and_resumes_bit_identically(tmp_path, uninterrup
 
 def test_sigterm_stops_the_command_cleanly_and_resume_is_bit_identical(tmp_path, uninterrupted):
     out = tmp_path / "run"
-    proc = _npsenet("train", *TINY_FLAGS, "--out", str(out))
+    proc = _npsenet(tmp_path, "train", *TINY_FLAGS, "--out", str(out))
     deadline = time.monotonic() + 240
     while not (out / "checkpoint.npz").exists():
         assert proc.poll() is None, proc.communicate()
@@ -122,7 +130,7 @@ def test_sigterm_stops_the_command_cleanly_and_resume_is_bit_identical(tmp_path,
     ckpt = ns.io.load_checkpoint(out / "checkpoint.npz")
     assert ckpt.meta["epoch"] < 3
 
-    proc = _npsenet("train", "--resume", str(out), "--no-progress")
+    proc = _npsenet(tmp_path, "train", "--resume", str(out), "--no-progress")
     printed, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
     assert "resuming" in printed and "epoch 3/3" in printed

@@ -1,8 +1,10 @@
 """The trainer and the `train` / `eval` commands, on tiny synthetic runs."""
 import csv
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ import pytest
 import npsenet as ns
 from npsenet import cli
 from npsenet import train as training
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = dict(model="resnet20", dataset="synthetic", epochs=3, batch_size=32, limit_train=128,
             limit_test=64, warmup_epochs=0, lr=0.05)
@@ -41,8 +45,11 @@ def test_a_run_writes_metrics_curves_and_a_checkpoint(tiny_run):
         assert row["test_acc"] == pytest.approx(kept["test_acc"], rel=1e-5)
         assert 0.0 <= row["train_acc"] <= 1.0 and row["epoch_seconds"] > 0
         assert row["images_per_second"] > 0
-    assert parsed[0]["lr"] == pytest.approx(0.05)
-    assert parsed[1]["lr"] < parsed[0]["lr"]  # the cosine schedule decays
+    # lr: the mean rate over the epoch's steps (cosine from 0.05 over 3 epochs of 4 steps)
+    rates = [0.05 * 0.5 * (1 + np.cos(np.pi * step / 12)) for step in range(12)]
+    for epoch, row in enumerate(parsed):
+        assert row["lr"] == pytest.approx(np.mean(rates[4 * epoch:4 * epoch + 4]), rel=1e-5)
+    assert parsed[1]["lr"] < parsed[0]["lr"] < 0.05  # the cosine schedule decays
     png = (out / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
 
@@ -68,7 +75,7 @@ def test_resume_after_an_epoch_is_bit_identical(tiny_run, tmp_path):
     trainer, _, snapshot = tiny_run
     shutil.copytree(snapshot, tmp_path / "resumed")
     resumed = training.resume_trainer(tmp_path / "resumed", progress=False)
-    assert resumed.epoch == 1 and resumed.optimizer.lr == trainer.metrics[1]["lr"]
+    assert resumed.epoch == 1 and resumed.optimizer.lr < trainer.metrics[0]["lr"]
     resumed.fit()
     expected = trainer.model.state_dict()
     got = resumed.model.state_dict()
@@ -105,13 +112,22 @@ def test_eval_command_prints_the_accuracy(tiny_run, capsys):
     assert accuracy[0] == f"test accuracy: {trainer.metrics[-1]['test_acc']:.4f}"
 
 
-def test_train_command_runs_and_refuses_to_overwrite(tmp_path, capsys):
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """The command runs in an empty folder (a runs/ folder in the cwd changes nothing)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_train_command_runs_and_refuses_to_overwrite(in_tmp, capsys):
+    tmp_path = in_tmp
     out = tmp_path / "cli"
     flags = TINY_FLAGS[:TINY_FLAGS.index("--warmup-epochs")] + ["--no-progress"]
     # one epoch with the default warm-up: the warm-up shrinks to fit
     assert cli.main(["train", *flags, "--epochs", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "epoch 1/1  lr 0.1000" in printed and "done: test accuracy" in printed
+    # two steps: lr 0.1 then 0.05 (cosine over 2 steps, no warm-up), mean 0.075
+    assert "epoch 1/1  lr 0.0750" in printed and "after 1 epoch;" in printed
     assert (out / "checkpoint.npz").exists() and (out / "metrics.csv").exists()
     assert cli.main(["train", *TINY_FLAGS, "--epochs", "1", "--out", str(out)]) == 2
     assert "--resume" in capsys.readouterr().err
@@ -128,7 +144,7 @@ def test_train_command_runs_and_refuses_to_overwrite(tmp_path, capsys):
     (["train", "--batch-size", "-3"], "--batch-size: expected a positive integer"),
     (["eval"], "--checkpoint"),
 ])
-def test_bad_flags_give_an_argparse_error(argv, expected, capsys):
+def test_bad_flags_give_an_argparse_error(argv, expected, in_tmp, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2
@@ -148,18 +164,29 @@ def test_bad_flags_give_an_argparse_error(argv, expected, capsys):
     (["eval", "--checkpoint", "{tmp}/missing.npz"], "no checkpoint at"),
     (["train", "--dataset", "cifar10", "--data-dir", "{tmp}", "--no-download"],
      "CIFAR10 not found"),
+    (["train", "--dataset", "synthetic", "--limit-train", "64"],
+     "batch_size 128 is larger than the 64 training images (--limit-train 64)"),
+    (["train", "--dataset", "synthetic", "--limit-train", "65", "--batch-size", "32"],
+     "leave a last batch of one image"),
+    (["train", "--dataset", "synthetic", "--allow-data-change"], "applies to --resume only"),
 ])
-def test_bad_settings_give_one_clean_line(argv, expected, tmp_path, capsys):
+def test_bad_settings_give_one_clean_line(argv, expected, in_tmp, capsys):
+    tmp_path = in_tmp
+    (tmp_path / "runs" / "se_resnet20-synthetic").mkdir(parents=True)   # an earlier run's
+    (tmp_path / "runs" / "se_resnet20-synthetic" / "checkpoint.npz").write_bytes(b"")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"npsenet {argv[0]}: error: ") and expected in err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert capsys.readouterr().out == ""           # checked before the header is printed
 
 
-def test_a_usage_error_from_the_installed_command_has_no_traceback():
+def test_a_usage_error_from_the_installed_command_has_no_traceback(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
     result = subprocess.run([sys.executable, "-m", "npsenet", "train", "--epochs", "two"],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert "argument --epochs: expected a positive integer, got 'two'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -169,6 +196,10 @@ def test_default_config_rejects_unknown_settings():
     with pytest.raises(ValueError, match="unknown setting"):
         training.default_config(learning_rate=0.1)
     assert training.default_config()["schedule"] == "cosine"
+    with pytest.raises(ValueError, match=r"^lr must be a finite number >= 0, got -1"):
+        training.default_config(lr=-1.0)
+    with pytest.raises(ValueError, match=r"^momentum must be in \[0, 1\)"):
+        training.default_config(momentum=1.5)
 
 
 def _pytorch_reference():

@@ -13,6 +13,7 @@ from __future__ import annotations
 from .. import data as _data
 from ..backend import normalize_device
 from ..optim import CosineLR, MultiStepLR
+from ..optim.sgd import _hyperparameters as _check_sgd
 
 DATASETS = _data.DATASETS
 """The names the ``dataset`` setting takes (those of :func:`npsenet.data.get_dataset`)."""
@@ -72,7 +73,31 @@ def check_config(config):
                          f"epochs ({config['epochs']}); use --warmup-epochs 0 for short runs.")
     if not 0.0 <= config["label_smoothing"] < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {config['label_smoothing']!r}.")
+    try:
+        _check_sgd(config["lr"], config["momentum"], config["weight_decay"], config["nesterov"])
+    except ValueError as exc:                  # "SGD: momentum must be in [0, 1), ..."
+        raise ValueError(str(exc).removeprefix("SGD: ")) from None
     normalize_device(config["device"])
+
+
+def check_batches(config, train_images):
+    """Raise ValueError (one line) when the training split cannot fill the run's batches:
+    no images, a batch larger than the split, or a last batch of a single image (batch
+    norm cannot compute a variance from one image)."""
+    batch, limit = config["batch_size"], config.get("limit_train")
+    cut = f" (--limit-train {limit})" if limit is not None else ""
+    if train_images < 2:
+        raise ValueError(f"the training split has {train_images} image(s){cut}; a run needs "
+                         "at least 2 (batch norm computes a variance over the batch).")
+    if batch > train_images:
+        raise ValueError(f"batch_size {batch} is larger than the {train_images} training "
+                         f"images{cut}; use --batch-size {train_images} or less, or more "
+                         "training images.")
+    if train_images % batch == 1:
+        raise ValueError(f"the {train_images} training images{cut} leave a last batch of one "
+                         f"image at batch_size {batch}, and batch norm cannot compute a "
+                         f"variance from one image; use --batch-size {batch + 1} or "
+                         f"--limit-train {train_images - 1}.")
 
 
 def load_split(config, train):

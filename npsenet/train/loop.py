@@ -23,6 +23,7 @@ from ..backend import get_array_module, to_numpy
 from ..nn import no_grad
 from .checkpoint import CHECKPOINT_NAME, load_trainer_state, save_trainer
 from .faults import StopOnSignals, check_loss, check_model, interrupted
+from .lock import check_writable, hold_run_folder
 from .report import EpochProgress, epoch_row, fresh_partial, report_epoch
 
 
@@ -73,14 +74,16 @@ class Trainer:
         """Train until ``epochs`` epochs are complete in total (default: ``config["epochs"]``).
 
         Returns the list of per-epoch metric dicts. Raises :class:`TrainingDiverged` on a
-        NaN/Inf loss and :class:`TrainingInterrupted` after SIGINT/SIGTERM (checkpoint
-        written).
+        NaN/Inf loss, :class:`TrainingInterrupted` after SIGINT/SIGTERM (checkpoint
+        written), ValueError before the first step when ``out_dir`` cannot be written and
+        :class:`~npsenet.train.lock.RunFolderInUse` when another process trains there
+        (:mod:`.lock`: the folder's lock is held while ``fit`` runs).
         """
         epochs = self.config.get("epochs") if epochs is None else epochs
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"fit: epochs must be a positive integer, got {epochs!r}.")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with StopOnSignals() as stop:
+        check_writable(self.out_dir)            # a folder we can write, before the first step
+        with hold_run_folder(self.out_dir), StopOnSignals() as stop:
             while self.epoch < epochs:
                 self._train_epoch(epochs, stop)
                 started = time.perf_counter()
@@ -102,6 +105,8 @@ class Trainer:
         with EpochProgress(self.partial, len(self.train_loader), self.step_in_epoch,
                            f"epoch {self.epoch + 1}/{epochs}", self.progress) as progress:
             for x, y in self.train_loader:
+                self.partial["lr_sum"] = self.partial.get("lr_sum", 0.0) + self.optimizer.lr
+                self.partial["lr_steps"] = self.partial.get("lr_steps", 0) + 1
                 pending.add(*self._train_step(x, y), len(y))
                 self.step_in_epoch += 1
                 if len(pending) >= every or stop.signum is not None:

@@ -2,16 +2,18 @@
 printed after each epoch, ``metrics.csv`` and ``curves.png``.
 
 The columns of ``metrics.csv`` (:data:`METRIC_COLUMNS`): ``epoch`` (from 1); ``lr``, the
-learning rate of the epoch's first step; ``train_loss`` and ``train_acc``, the mean loss and
+mean learning rate over the epoch's training steps (the schedule changes it every step; the
+mean is the rate an epoch's updates saw on average, and is what the summary line prints);
+``train_loss`` and ``train_acc``, the mean loss and
 accuracy over the epoch's training batches (in training mode, augmented, as they were
 seen); ``test_loss`` and ``test_acc`` on the test set in evaluation mode;
 ``epoch_seconds``, training plus evaluation; ``images_per_second``, training images over
 training time.
 
 The progress bar (loss, accuracy and images/s so far) needs tqdm and ``curves.png`` needs
-matplotlib (``pip install "npsenet[train]"``); without them the run goes on, and the
-summary line is printed in any case. Both files are replaced atomically
-(:func:`npsenet.io.atomic_write`), so a reader never sees half of one.
+matplotlib (``pip install tqdm matplotlib``, or ``pip install ".[train]"`` in a clone);
+without them the run goes on, and the summary line is printed in any case. Both files are
+replaced atomically (:func:`npsenet.io.atomic_write`), so a reader never sees half of one.
 """
 from __future__ import annotations
 
@@ -35,17 +37,20 @@ METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_a
 # -- an epoch in progress ---------------------------------------------------------------------
 def fresh_partial(lr=None):
     """The running sums of an epoch that starts at learning rate ``lr``, as the JSON-able
-    dict that a mid-epoch checkpoint saves."""
-    return {"lr": lr, "loss_sum": 0.0, "correct": 0, "seen": 0, "train_seconds": 0.0,
-            "eval_seconds": 0.0}
+    dict that a mid-epoch checkpoint saves (``lr_sum`` and ``lr_steps`` add up the rate of
+    every step, for the ``lr`` column's mean)."""
+    return {"lr": lr, "lr_sum": 0.0, "lr_steps": 0, "loss_sum": 0.0, "correct": 0,
+            "seen": 0, "train_seconds": 0.0, "eval_seconds": 0.0}
 
 
 def epoch_row(epoch, partial, test_loss, test_acc):
     """The ``metrics.csv`` row of the finished epoch ``epoch`` (from 1), from its running
     sums ``partial`` and the test set's loss and accuracy."""
     p = partial
+    # the mean rate over the epoch's steps (a partial saved before lr_sum existed: the first)
+    lr = p["lr_sum"] / p["lr_steps"] if p.get("lr_steps") else p["lr"]
     return {
-        "epoch": epoch, "lr": p["lr"], "train_loss": p["loss_sum"] / p["seen"],
+        "epoch": epoch, "lr": lr, "train_loss": p["loss_sum"] / p["seen"],
         "train_acc": p["correct"] / p["seen"], "test_loss": test_loss, "test_acc": test_acc,
         "epoch_seconds": p["train_seconds"] + p["eval_seconds"],
         "images_per_second": p["seen"] / max(p["train_seconds"], 1e-9),
@@ -163,7 +168,7 @@ def plot_curves(rows, path):
         if not _MATPLOTLIB_NOTED:
             _MATPLOTLIB_NOTED.append(True)
             print("note: matplotlib is not installed, so curves.png is not drawn "
-                  "(pip install \"npsenet[train]\").", file=sys.stderr)
+                  "(pip install matplotlib).", file=sys.stderr)
         return False
     epochs = [row["epoch"] for row in rows]
     figure = Figure(figsize=(10, 4))

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from ..args import add_device_argument, add_plain_argument, non_negative_int, positive_int
 
@@ -38,6 +39,8 @@ def add_arguments(parser):
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress lines on stderr (one per phase and timed step)")
 
 
 def run_from_args(args):
@@ -48,9 +51,15 @@ def run_from_args(args):
                            image_size=args.image_size, dtype=args.dtype, device=args.device,
                            mode=args.mode, steps=args.steps, warmup=args.warmup,
                            compare_torch=False if args.no_torch else None,
-                           memory=not args.no_memory, plain=getattr(args, "plain", False))
+                           memory=not args.no_memory, plain=getattr(args, "plain", False),
+                           progress=None if getattr(args, "no_progress", False) else _progress)
     print(json.dumps(result, indent=2) if args.json else format_result(result))
     return result
+
+
+def _progress(line):
+    """A progress line on stderr (stdout keeps only the result, e.g. for --json)."""
+    print(f"bench: {line}", file=sys.stderr, flush=True)
 
 
 def run(args):

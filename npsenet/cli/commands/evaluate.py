@@ -16,14 +16,20 @@ def add_parser(sub):
         "eval", help="test accuracy of a checkpoint",
         description="Evaluate a checkpoint (written by npsenet train or ns.io.save_model) on a "
                     "test set and print its loss and accuracy. The dataset and the input "
-                    "normalisation default to those the model was trained with.")
+                    "normalisation default to those the model was trained with, and so "
+                    "does the number of test images (the run's --limit-test; --full-test "
+                    "for all).")
     p.add_argument("--checkpoint", required=True, metavar="PATH",
                    help="a checkpoint.npz file")
     add_data_arguments(p, DATASETS, None)
     p.add_argument("--batch-size", type=positive_int, default=256,
                    help="images per forward pass (default 256)")
-    p.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
-                   help="evaluate only the first N test images")
+    limit = p.add_mutually_exclusive_group()
+    limit.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
+                       help="evaluate only the first N test images (default: as many as the "
+                            "training run used, its --limit-test; all for other files)")
+    limit.add_argument("--full-test", action="store_true",
+                       help="evaluate every test image, whatever --limit-test the run used")
     add_device_argument(p)
     p.set_defaults(func=run)
 
@@ -34,7 +40,7 @@ def run(args):
     loss, accuracy, count = evaluate_checkpoint(
         args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
         batch_size=args.batch_size, limit_test=args.limit_test,
-        download=args.download is not False)
+        download=args.download is not False, full_test=args.full_test)
     print(f"test loss: {loss:.4f} ({count} images)")
     print(f"test accuracy: {accuracy:.4f}")
     return 0

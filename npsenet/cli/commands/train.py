@@ -5,11 +5,19 @@
     npsenet train --resume runs/se_resnet20-cifar10  # continue a stopped run, bit for bit
 
 Exit codes: 0 when the run finishes; 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when a signal
-stopped it after writing a checkpoint (resume it with ``--resume``); 2 for a usage error
-or a diverged run (NaN/Inf loss; the last good checkpoint is kept).
+stopped it after writing a checkpoint (resume it with ``--resume``); 2 for a usage error,
+a bad setting, an output folder that is a file, cannot be written or is in use by another
+trainer, a failed save (a full disk: the previous checkpoint is kept) or a diverged run
+(NaN/Inf loss; the last good checkpoint is kept).
+
+Everything that can be checked is checked before the header line is printed and before
+anything is written: the settings, the output folder (a folder, writable, not locked by
+another trainer, not holding a run unless resumed), the data (the batch size against the
+number of training images; on --resume, the data the run was trained on).
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -66,9 +74,14 @@ def add_parser(sub):
                      help=f"seeds the initial weights and the batches (default {d['seed']})")
     run_group = p.add_argument_group("run")
     run_group.add_argument("--out", default=None, metavar="DIR",
-                           help="output folder (default runs/<model>-<dataset>)")
+                           help="output folder (default: runs/<model>-<dataset>, or the first "
+                                "of runs/<model>-<dataset>-2, -3, ... that holds no run); "
+                                "one trainer at a time (DIR/.lock)")
     run_group.add_argument("--resume", default=None, metavar="DIR",
                            help="continue the run saved in DIR with its saved settings")
+    run_group.add_argument("--allow-data-change", action="store_true",
+                           help="with --resume: continue even if the data differ from those "
+                                "the run was trained on (same number of images)")
     run_group.add_argument("--no-progress", action="store_true",
                            help="no progress bars (the per-epoch lines are still printed)")
     add_device_argument(p)
@@ -78,41 +91,67 @@ def add_parser(sub):
 
 def run(args):
     from ... import train as training
+    from ...train.lock import check_writable, hold_run_folder
 
-    if args.resume:
-        given = [f"--{dest.replace('_', '-')}" for dest in TRAINING_FLAGS
-                 if getattr(args, dest) is not None]
-        given += [SE_ARGUMENTS["se_bias" if key == "bias" else key]
-                  for key in model_options_from_args(args)]
-        if given:
-            raise ValueError(f"--resume continues a run with the settings saved in its "
-                             f"checkpoint, so {', '.join(given)} cannot be given with it "
-                             "(only --device, --data-dir, --download and --no-progress can). "
-                             "Start a new run with --out DIR to change them.")
-        trainer = training.resume_trainer(args.resume, device=args.device,
-                                          data_dir=args.data_dir, download=args.download,
-                                          progress=not args.no_progress)
-        epochs = trainer.config["epochs"]
-        if trainer.epoch >= epochs:
-            print(f"{args.resume} already finished its {epochs} epochs; nothing to do.")
-            return 0
-        print(f"resuming {args.resume} at epoch {trainer.epoch + 1}/{epochs}"
-              + (f", step {trainer.step_in_epoch + 1}" if trainer.step_in_epoch else ""),
-              flush=True)
-    else:
-        trainer = _new_run(args, training)
-    try:
-        trainer.fit()
-    except training.TrainingInterrupted as stop:
-        print(stop, file=sys.stderr, flush=True)
-        return 128 + stop.signum
+    with contextlib.ExitStack() as held:
+        if args.resume:
+            trainer = _resume(args, training, held, check_writable, hold_run_folder)
+            if trainer is None:
+                return 0
+        else:
+            trainer = _new_run(args, training, held, check_writable, hold_run_folder)
+        try:
+            trainer.fit()
+        except training.TrainingInterrupted as stop:
+            print(stop, file=sys.stderr, flush=True)
+            return 128 + stop.signum
     last = trainer.metrics[-1]
-    print(f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} epochs; "
+    print(f"done: test accuracy {last['test_acc']:.4f} after {_epochs(last['epoch'])}; "
           f"{trainer.out_dir}/ holds checkpoint.npz, metrics.csv and curves.png")
     return 0
 
 
-def _new_run(args, training):
+def _epochs(count):
+    """'1 epoch', '2 epochs'."""
+    return f"{count} epoch{'s' * (count != 1)}"
+
+
+def _resume(args, training, held, check_writable, hold_run_folder):
+    """The trainer of the run in ``--resume DIR``, its folder locked (None: nothing to do)."""
+    given = [f"--{dest.replace('_', '-')}" for dest in TRAINING_FLAGS
+             if getattr(args, dest) is not None]
+    given += [SE_ARGUMENTS["se_bias" if key == "bias" else key]
+              for key in model_options_from_args(args)]
+    if given:
+        raise ValueError(f"--resume continues a run with the settings saved in its "
+                         f"checkpoint, so {', '.join(given)} cannot be given with it "
+                         "(only --device, --data-dir, --download, --allow-data-change and "
+                         "--no-progress can). Start a new run with --out DIR to change them.")
+    folder = Path(args.resume)
+    if folder.is_dir():        # (a missing run: resume_trainer says there is nothing to resume)
+        check_writable(folder, flag="--resume")
+        held.enter_context(hold_run_folder(folder, command="npsenet train --resume",
+                                           flag="--resume"))
+    trainer = training.resume_trainer(args.resume, device=args.device,
+                                      data_dir=args.data_dir, download=args.download,
+                                      progress=not args.no_progress,
+                                      allow_data_change=args.allow_data_change)
+    epochs = trainer.config["epochs"]
+    if trainer.epoch >= epochs:
+        print(f"{args.resume} already finished its {_epochs(epochs)}; nothing to do.")
+        return None
+    print(f"resuming {args.resume} at epoch {trainer.epoch + 1}/{epochs}"
+          + (f", step {trainer.step_in_epoch + 1}" if trainer.step_in_epoch else ""),
+          flush=True)
+    return trainer
+
+
+def _new_run(args, training, held, check_writable, hold_run_folder):
+    """A new run: the settings checked, then its folder chosen, checked and locked, then
+    the data loaded and checked against the batch size; only then the header."""
+    if args.allow_data_change:
+        raise ValueError("--allow-data-change applies to --resume only (a new run records "
+                         "the data it trains on); drop it, or add --resume DIR.")
     args.model = args.model or DEFAULT_MODEL
     dataset = args.dataset or "cifar10"
     model_from_args(args, num_classes=10)  # checks the SE options against --model
@@ -122,13 +161,47 @@ def _new_run(args, training):
                     data_dir=None if args.data_dir is None else str(Path(args.data_dir).resolve()),
                     download=args.download is not False,
                     device=args.device or "cpu")
-    config = training.default_config(**settings)
-    out = Path(args.out or f"runs/{args.model}-{dataset}")
-    if (out / training.CHECKPOINT_NAME).exists():
-        raise ValueError(f"{out} already holds a run ({training.CHECKPOINT_NAME}); continue it "
-                         f"with --resume {out}, or choose another --out.")
+    config = training.default_config(**settings)     # checks every setting
+    if args.out is not None:
+        out, note = Path(args.out), ""
+        check_writable(out)
+        held.enter_context(hold_run_folder(out, command="npsenet train"))
+        if (out / training.CHECKPOINT_NAME).exists():
+            raise ValueError(f"{out} already holds a run ({training.CHECKPOINT_NAME}); "
+                             f"continue it with --resume {out}, or choose another --out.")
+    else:
+        out, note = _fresh_folder(Path("runs") / f"{args.model}-{dataset}", held,
+                                  check_writable, hold_run_folder)
+    trainer = training.build_trainer(config, out, progress=not args.no_progress)
     epochs = config["epochs"]
-    print(f"training {config['model']} on {dataset} for {epochs} epoch{'s' * (epochs != 1)} "
+    print(f"training {config['model']} on {dataset} for {_epochs(epochs)} "
           f"(batch {config['batch_size']}, lr {config['lr']}, {config['schedule']} schedule) "
-          f"on the {config['device']}; writing to {out}/", flush=True)
-    return training.build_trainer(config, out, progress=not args.no_progress)
+          f"on the {config['device']}; writing to {out}/{note}", flush=True)
+    return trainer
+
+
+def _fresh_folder(base, held, check_writable, hold_run_folder):
+    """The first of ``base``, ``base-2``, ``base-3``, ... that holds no run and that no
+    other trainer is using, checked and locked; and a note naming the folders passed over."""
+    from ...train.lock import LOCK_NAME, RunFolderInUse
+
+    for number in range(1, 10_000):
+        out = base if number == 1 else base.with_name(f"{base.name}-{number}")
+        if out.exists() and (not out.is_dir()
+                             or any(entry.name != LOCK_NAME for entry in out.iterdir())):
+            continue                  # a file, or a folder that holds something already
+        check_writable(out)
+        lock = contextlib.ExitStack()
+        try:
+            lock.enter_context(hold_run_folder(out, command="npsenet train"))
+        except RunFolderInUse:
+            continue                  # another trainer has just chosen it
+        if any(entry.name != LOCK_NAME for entry in out.iterdir()):
+            lock.close()              # filled since we looked
+            continue
+        held.enter_context(lock)
+        note = "" if number == 1 else (f" ({base} holds an earlier run)" if number == 2 else
+                                       f" ({base} to {base.name}-{number - 1} hold runs)")
+        return out, note
+    raise ValueError(f"{base} and the next 9,998 numbered folders all hold runs; choose a "
+                     "folder with --out DIR.")
