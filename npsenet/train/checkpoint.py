@@ -57,6 +57,8 @@ RESUME_HINT = ("resume from an earlier copy of the run's folder, or start the ru
                "with another --out")
 RUN_KEYS = frozenset(default_config()) | {"mean", "std", "num_classes", "train_images",
                                           "test_images"}
+# what a run may also record: the fingerprint of the data it trained on (npsenet.train.runs)
+OPTIONAL_RUN_KEYS = frozenset({"data_fingerprint"})
 STATE_KEYS = frozenset({"epoch", "step_in_epoch", "partial", "optimizer", "schedule",
                         "train_loader", "test_loader"})
 LOADER_KEYS = frozenset({"seed", "epoch", "position", "rng_state"})
@@ -70,12 +72,13 @@ def _name(value):
     return "a list" if isinstance(value, list) else type(value).__name__
 
 
-def _dict(value, what, keys=None):
-    """``value`` if it is a dict (with exactly ``keys`` when given)."""
+def _dict(value, what, keys=None, optional=frozenset()):
+    """``value`` if it is a dict (with exactly ``keys``, and any of ``optional``, when given)."""
     if not isinstance(value, dict):
         raise _Damaged(f"{what} is {_name(value)}, not a JSON object")
-    if keys is not None and set(value) != set(keys):
-        missing, unexpected = sorted(set(keys) - set(value)), sorted(set(value) - set(keys))
+    if keys is not None and not set(keys) <= set(value) <= set(keys) | set(optional):
+        missing = sorted(set(keys) - set(value))
+        unexpected = sorted(set(value) - set(keys) - set(optional))
         raise _Damaged(f"{what} lacks {missing} and has unexpected {unexpected}"[:200]
                        if missing and unexpected else
                        f"{what} lacks {missing}" if missing else
@@ -163,7 +166,10 @@ def check_run_config(config, model):
     """A copy of the saved configuration ``config``, checked: the settings
     :func:`~npsenet.train.default_config` has plus what the run recorded (mean, std,
     classes, image counts), each of the right type and in range; raises ``_Damaged``."""
-    config = dict(_dict(config, "the run's configuration (meta['config'])", RUN_KEYS))
+    config = dict(_dict(config, "the run's configuration (meta['config'])", RUN_KEYS,
+                        OPTIONAL_RUN_KEYS))
+    if "data_fingerprint" in config:
+        _dict(config["data_fingerprint"], "the configuration's data_fingerprint")
     try:
         check_config(dict(config, device="cpu"))   # the device is checked where it is used
     except (ValueError, TypeError, KeyError) as exc:
