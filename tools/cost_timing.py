@@ -1,6 +1,7 @@
 """Time ResNet-50 against SE-ResNet-50 in npsenet: what 0.3% more multiply-adds costs.
 
     python3 tools/cost_timing.py                       # batch 2, 224 x 224, 5 rounds
+    python3 tools/cost_timing.py --repeats 9           # what docs/assets/results/cost/ holds
     python3 tools/cost_timing.py --image-size 64 --repeats 3 --out /tmp/timing.csv
 
 Three models are timed: ``resnet50``, ``se_resnet50`` and ``se_resnet50`` without SE in its
@@ -14,9 +15,9 @@ spent inside the SE blocks (their forward and their backward) is measured too, b
 each block's ``forward`` and ``backward`` with a clock.
 
 The CSV (default ``docs/assets/results/cost/timing.csv``) has one row per model, round and
-step: ``model, round, step, seconds, se_seconds, update_seconds`` (the last: the SGD
-update's share of a training step); its ``#`` comment lines name the
-machine, the command and the settings. Wall-clock times on a shared machine are noisy:
+step: ``model, round, step, seconds, se_seconds, update_seconds`` (the seconds of the
+whole call, of the part inside the SE blocks, and of the part in the SGD update); its
+``#`` comment lines name the machine, the command and the settings. Wall-clock times on a shared machine are noisy:
 read the medians and the ratios between models, not the absolute figures.
 """
 from __future__ import annotations
