@@ -33,6 +33,7 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # for train --nproc's ranks
     try:
         # --plain: the plain path for the whole command (and back afterwards)
         with fast_path(is_fast() and not getattr(args, "plain", False)):

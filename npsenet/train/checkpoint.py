@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import io as checkpoint_io
 from ..backend import normalize_device
+from ..distributed import is_main_process
 from .config import load_split
 from .faults import check_model
 from .report import METRIC_COLUMNS
@@ -46,6 +47,8 @@ def save_trainer(trainer):
     position inside the epoch) as JSON. Refuses to save a NaN/Inf state
     (:class:`~npsenet.train.TrainingDiverged`)."""
     check_model(trainer)
+    if not is_main_process():   # data parallel: the ranks hold the same state; rank 0 writes
+        return
     optimizer_state = dict(trainer.optimizer.state_dict())
     buffers = optimizer_state.pop("momentum_buffers")
     state = {

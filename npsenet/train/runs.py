@@ -7,6 +7,7 @@ configuration describes.
 from __future__ import annotations
 
 from .. import data as _data
+from .. import distributed
 from .. import io as checkpoint_io
 from ..backend import normalize_device
 from ..init import manual_seed
@@ -18,15 +19,17 @@ from .config import check_config, default_config, load_split, make_loaders, make
 from .loop import Trainer, evaluate
 
 
-def build_trainer(config, out_dir, progress=True):
-    """A fresh run: data, model (seeded), optimizer, schedule and loaders from ``config``."""
+def build_trainer(config, out_dir, progress=True, sync_bn=False):
+    """A fresh run: data, model (seeded), optimizer, schedule and loaders from ``config``.
+    Under ``mpiexec`` it is one rank of data-parallel training (``sync_bn``: batch norm
+    over the global batch), see :func:`npsenet.distributed.parallelize`."""
     check_config(config)
     train_set, test_set = load_split(config, True), load_split(config, False)
     num_classes = len(train_set[2])
     mean, std = _data.channel_stats(train_set[0])
     config = dict(config, mean=[float(v) for v in mean], std=[float(v) for v in std],
                   num_classes=num_classes, train_images=len(train_set[1]),
-                  test_images=len(test_set[1]))
+                  test_images=len(test_set[1]), **distributed.run_settings(sync_bn))
     manual_seed(config["seed"])
     model = build_model(config["model"], num_classes=num_classes, **config["model_options"])
     model.to(device=config["device"])
@@ -43,6 +46,7 @@ def resume_trainer(out_dir, device=None, data_dir=None, download=None, progress=
         download: whether a missing CIFAR may be downloaded; None keeps the saved choice.
     """
     model, config, train_set, test_set, extra = read_run(out_dir, device, data_dir, download)
+    distributed.check_resume(config, out_dir)
     trainer = _assemble(model, config, train_set, test_set, out_dir, progress)
     trainer.load_state(extra)
     return trainer
@@ -60,8 +64,9 @@ def _assemble(model, config, train_set, test_set, out_dir, progress):
     # the labels were checked here, once: no per-step check that waits for a GPU
     loss_fn = SoftmaxCrossEntropy(label_smoothing=config["label_smoothing"],
                                   check_device_labels=False)
-    return Trainer(model, optimizer, schedule, loss_fn, train_loader, test_loader, out_dir,
-                   config=config, progress=progress)
+    return distributed.parallelize(Trainer(model, optimizer, schedule, loss_fn, train_loader,
+                                           test_loader, out_dir, config=config,
+                                           progress=progress))
 
 
 def _check_labels(labels, num_classes, split):

@@ -3,6 +3,7 @@
     npsenet train                                    # SE-ResNet-20 on CIFAR-10 (downloaded)
     npsenet train --dataset synthetic --epochs 2     # a quick offline run
     npsenet train --resume runs/se_resnet20-cifar10  # continue a stopped run, bit for bit
+    npsenet train --nproc 2 --sync-bn                # 2 processes (or: mpiexec -n 2 npsenet train)
 
 Exit codes: 0 when the run finishes; 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when a signal
 stopped it after writing a checkpoint (resume it with ``--resume``); 2 for a usage error
@@ -72,16 +73,47 @@ def add_parser(sub):
     run_group.add_argument("--no-progress", action="store_true",
                            help="no progress bars (the per-epoch lines are still printed)")
     add_device_argument(p)
+    par = p.add_argument_group("several processes (docs/distributed.md)")
+    par.add_argument("--nproc", type=positive_int, default=None, metavar="N",
+                     help="train with N processes under mpiexec, the batch split between them "
+                          "(needs npsenet[distributed])")
+    par.add_argument("--sync-bn", action="store_true",
+                     help="batch norm over the global batch, not each process's share")
     # None marks "not given", so --resume can tell the settings it must not change
     p.set_defaults(func=run, model=None, device=None)
 
 
 def run(args):
+    from ... import distributed
+
+    if (args.nproc or 1) > 1 and distributed.launched_size() == 1:
+        status = distributed.launch(getattr(args, "argv", None) or sys.argv[1:], args.nproc)
+        problem = distributed.describe_status(status, args.nproc)
+        if problem:
+            print(f"npsenet train: error: {problem}", file=sys.stderr)
+        return status
+    world = distributed.init(args.device or "cpu")
+    if world is None:
+        return _run(args)
+    if args.nproc not in (None, world.size):
+        raise ValueError(f"--nproc {args.nproc} was given but mpiexec started {world.size} "
+                         "processes; give one of the two.")
+    try:
+        return _run(args)
+    except (ValueError, RuntimeError, FileNotFoundError, OSError) as exc:
+        who = "" if world.rank == 0 else f"(rank {world.rank} of {world.size}) "
+        print(f"npsenet train: error: {who}{exc}", file=sys.stderr)
+        distributed.exit_now(2)   # not MPI_Finalize: another rank may be in a collective
+
+
+def _run(args):
+    from ... import distributed
     from ... import train as training
 
     if args.resume:
         given = [f"--{dest.replace('_', '-')}" for dest in TRAINING_FLAGS
                  if getattr(args, dest) is not None]
+        given += ["--sync-bn"] if args.sync_bn else []
         given += [SE_ARGUMENTS["se_bias" if key == "bias" else key]
                   for key in model_options_from_args(args)]
         if given:
@@ -104,7 +136,8 @@ def run(args):
     try:
         trainer.fit()
     except training.TrainingInterrupted as stop:
-        print(stop, file=sys.stderr, flush=True)
+        if distributed.is_main_process():
+            print(stop, file=sys.stderr, flush=True)
         return 128 + stop.signum
     last = trainer.metrics[-1]
     print(f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} epochs; "
@@ -113,6 +146,7 @@ def run(args):
 
 
 def _new_run(args, training):
+    from ... import distributed
     args.model = args.model or DEFAULT_MODEL
     dataset = args.dataset or "cifar10"
     model_from_args(args, num_classes=10)  # checks the SE options against --model
@@ -127,8 +161,13 @@ def _new_run(args, training):
     if (out / training.CHECKPOINT_NAME).exists():
         raise ValueError(f"{out} already holds a run ({training.CHECKPOINT_NAME}); continue it "
                          f"with --resume {out}, or choose another --out.")
+    if distributed.size() > 1:
+        distributed.check_batch(config["batch_size"], distributed.size())
     epochs = config["epochs"]
     print(f"training {config['model']} on {dataset} for {epochs} epoch{'s' * (epochs != 1)} "
           f"(batch {config['batch_size']}, lr {config['lr']}, {config['schedule']} schedule) "
-          f"on the {config['device']}; writing to {out}/", flush=True)
-    return training.build_trainer(config, out, progress=not args.no_progress)
+          f"on the {config['device']}"
+          + (f" with {distributed.size()} processes" if distributed.size() > 1 else "")
+          + f"; writing to {out}/", flush=True)
+    return training.build_trainer(config, out, progress=not args.no_progress,
+                                  sync_bn=args.sync_bn)
