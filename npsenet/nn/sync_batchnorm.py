@@ -54,7 +54,7 @@ class SyncBatchNorm(BatchNorm2d):
                     self.num_features, dtype=self.weight.dtype)
         y, mean, var, count, cache = sync_batchnorm_forward(
             x, self.weight.data, self.bias.data, self.eps, comm)
-        if count < 2:
+        if isinstance(count, int) and count < 2:
             raise ValueError(f"SyncBatchNorm: training needs more than one value per channel "
                              f"over all ranks, got {count}. Use a larger global batch, or "
                              "call .eval().")

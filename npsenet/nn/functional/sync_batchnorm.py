@@ -30,6 +30,8 @@ computes batch norm itself.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ...backend import get_array_module
 from .norm import AXES, _c, batchnorm_backward, batchnorm_eval_forward  # noqa: F401
 
@@ -44,7 +46,7 @@ def sync_batchnorm_forward(x, gamma, beta, eps, comm):
         comm: the ranks' communicator (``allreduce_sum``).
     Returns:
         y (N_r, C, H, W), the global mean (C,), the global biased variance (C,), the
-        global count M of values per channel (an int), and the cache (xhat, gamma,
+        global count M of values per channel (an int; a 0-d array on the GPU), and the cache (xhat, gamma,
         inv_std, M, comm) for :func:`sync_batchnorm_backward`.
     """
     xp = get_array_module(x)
@@ -55,13 +57,15 @@ def sync_batchnorm_forward(x, gamma, beta, eps, comm):
     local[2 * channels] = x.shape[0] * x.shape[2] * x.shape[3]
     total = comm.allreduce_sum(local)
     count = total[2 * channels]
+    if isinstance(total, np.ndarray):
+        count = int(count)      # on a GPU it stays there: reading it would wait for the GPU
     mu64 = total[:channels] / count
     var64 = xp.maximum(total[channels:2 * channels] / count - mu64 * mu64, 0.0)
     mu, var = mu64.astype(x.dtype), var64.astype(x.dtype)
     inv_std = (1.0 / xp.sqrt(var64 + eps)).astype(x.dtype)
     xhat = (x - _c(mu)) * _c(inv_std)
     y = _c(gamma) * xhat + _c(beta)
-    return y, mu, var, int(count), (xhat, gamma, inv_std, int(count), comm)
+    return y, mu, var, count, (xhat, gamma, inv_std, count, comm)
 
 
 def sync_batchnorm_backward(dy, cache):
