@@ -282,3 +282,11 @@ def test_sigterm_to_the_launcher_saves_one_checkpoint_and_resume_continues(tmp_p
     assert proc.stdout.count("resuming") == 1 and "epoch 2/2" in proc.stdout
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2
+
+
+def test_bench_nproc_refuses_the_gpu_and_a_single_process_in_one_line(capsys):
+    from npsenet.cli import main
+    assert main(["bench", "--nproc", "2", "--device", "gpu"]) == 2
+    assert main(["bench", "--nproc", "2", "--batch-size", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "drop --device gpu" in err[0] and "--batch-size 4" in err[1]

@@ -101,8 +101,10 @@ def run(args):
     try:
         return _run(args)
     except (ValueError, RuntimeError, FileNotFoundError, OSError) as exc:
-        who = "" if world.rank == 0 else f"(rank {world.rank} of {world.size}) "
-        print(f"npsenet train: error: {who}{exc}", file=sys.stderr)
+        # a ValueError (settings, data) is the same on every rank: rank 0 says it
+        if world.rank == 0 or not isinstance(exc, ValueError):
+            who = "" if world.rank == 0 else f"(rank {world.rank} of {world.size}) "
+            print(f"npsenet train: error: {who}{exc}", file=sys.stderr)
         distributed.exit_now(2)   # not MPI_Finalize: another rank may be in a collective
 
 
