@@ -85,15 +85,19 @@ def device_comm(device, host=None):
     return _devices[device]
 
 
-def run_settings(sync_bn=False):
+def run_settings(sync_bn=False, device="cpu"):
     """What a run's configuration records about its ranks: {} in a single process, else
-    ``{"nproc": N, "sync_bn": ...}``."""
+    ``{"nproc": N, "sync_bn": ...}``. Under an MPI launcher it joins the ranks first
+    (:func:`init`), so a script that calls :func:`npsenet.train.build_trainer` under
+    ``mpiexec`` trains in parallel as ``npsenet train`` does."""
+    init(device)
     return {} if size() == 1 else {"nproc": size(), "sync_bn": bool(sync_bn)}
 
 
 def check_resume(config, out_dir):
     """One line (ValueError) if the run in ``out_dir`` was trained with another number of
     processes than this one has."""
+    init(config.get("device", "cpu"))
     saved, now = int(config.get("nproc", 1)), size()
     if saved != now:
         how = f"--nproc {saved}" if saved > 1 else "one process (no --nproc)"
@@ -107,7 +111,7 @@ def parallelize(trainer, host=None):
     in a single process): shard its loaders, weight its loss, convert its batch norms when
     ``config["sync_bn"]``, take rank 0's weights, derive this rank's random stream, and set
     ``trainer.dist`` to the :class:`DataParallel` of its steps. Returns ``trainer``."""
-    host = host or _world
+    host = host or init(trainer.config.get("device", "cpu"))
     if host is None or host.size == 1:
         return trainer
     from ..init import manual_seed

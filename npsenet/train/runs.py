@@ -29,7 +29,8 @@ def build_trainer(config, out_dir, progress=True, sync_bn=False):
     mean, std = _data.channel_stats(train_set[0])
     config = dict(config, mean=[float(v) for v in mean], std=[float(v) for v in std],
                   num_classes=num_classes, train_images=len(train_set[1]),
-                  test_images=len(test_set[1]), **distributed.run_settings(sync_bn))
+                  test_images=len(test_set[1]),
+                  **distributed.run_settings(sync_bn, config["device"]))
     manual_seed(config["seed"])
     model = build_model(config["model"], num_classes=num_classes, **config["model_options"])
     model.to(device=config["device"])
