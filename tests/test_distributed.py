@@ -265,7 +265,7 @@ def test_sigterm_to_the_launcher_saves_one_checkpoint_and_resume_continues(tmp_p
     proc.send_signal(signal.SIGTERM)
     printed, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert err.count("stopped by SIGTERM") == 1 and f"--resume {out}" in err
+    assert err.count("stopped by SIGTERM") == 1 and f"--resume {out} --nproc 2" in err
     assert "Traceback" not in err
     ckpt = ns.io.load_checkpoint(out / "checkpoint.npz")
     assert ckpt.meta["epoch"] < 2 and ckpt.meta["config"]["nproc"] == 2

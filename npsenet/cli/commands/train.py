@@ -139,7 +139,8 @@ def _run(args):
         trainer.fit()
     except training.TrainingInterrupted as stop:
         if distributed.is_main_process():
-            print(stop, file=sys.stderr, flush=True)
+            more = f" --nproc {distributed.size()}" if distributed.size() > 1 else ""
+            print(f"{stop}{more}", file=sys.stderr, flush=True)
         return 128 + stop.signum
     last = trainer.metrics[-1]
     print(f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} epochs; "
