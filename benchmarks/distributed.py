@@ -1,6 +1,6 @@
 """Data-parallel training on a CPU: N processes x 1 thread against 1 process x N threads.
 
-    python benchmarks/distributed.py --nproc 2                 # the step (= npsenet bench --nproc 2)
+    python benchmarks/distributed.py --nproc 2            # the step (npsenet bench --nproc 2)
     python benchmarks/distributed.py --nproc 2 --epoch         # and one epoch each way
     python benchmarks/distributed.py --nproc 2 --epoch --data-dir DIR --json
 

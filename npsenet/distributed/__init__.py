@@ -162,7 +162,8 @@ def exit_now(code):
 __all__ = [
     "init", "world", "rank", "size", "is_main_process", "device_comm", "parallelize",
     "run_settings", "check_resume", "check_batch", "exit_now", "launch", "launched_size",
-    "local_rank", "describe_status", "Communicator", "ThreadGroup", "DistributedError", "CollectiveTimeout",
+    "local_rank", "describe_status", "Communicator", "ThreadGroup", "DistributedError",
+    "CollectiveTimeout",
     "collective_timeout", "TIMEOUT_VARIABLE", "DEFAULT_TIMEOUT", "DataParallel",
     "ShardedLoader", "ShardWeightedLoss", "broadcast_model", "rank_seed", "shard_bounds",
     "weights_digest",

@@ -68,7 +68,9 @@ class ShardedLoader:
     def _last_batch(self):
         loader = self.loader
         full = len(loader) * loader.batch_size
-        return loader.batch_size if loader.drop_last else len(loader.images) - full + loader.batch_size
+        if loader.drop_last:
+            return loader.batch_size
+        return len(loader.images) - full + loader.batch_size
 
     def __len__(self):
         steps = len(self.loader)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...backend import get_array_module
-from .norm import AXES, _c, batchnorm_backward, batchnorm_eval_forward  # noqa: F401
+from .norm import AXES, _c
 
 
 def sync_batchnorm_forward(x, gamma, beta, eps, comm):
@@ -46,8 +46,8 @@ def sync_batchnorm_forward(x, gamma, beta, eps, comm):
         comm: the ranks' communicator (``allreduce_sum``).
     Returns:
         y (N_r, C, H, W), the global mean (C,), the global biased variance (C,), the
-        global count M of values per channel (an int; a 0-d array on the GPU), and the cache (xhat, gamma,
-        inv_std, M, comm) for :func:`sync_batchnorm_backward`.
+        global count M of values per channel (an int; a 0-d array on the GPU), and the
+        cache (xhat, gamma, inv_std, M, comm) for :func:`sync_batchnorm_backward`.
     """
     xp = get_array_module(x)
     channels = x.shape[1]
