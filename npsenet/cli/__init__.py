@@ -132,6 +132,7 @@ def main(argv=None):
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)   # for train --nproc's ranks
         command = f"npsenet {args.command}"
         # --plain: the plain path for the whole command (and back afterwards)
         with fast_path(is_fast() and not getattr(args, "plain", False)):

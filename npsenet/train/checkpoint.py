@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import io as checkpoint_io
 from ..backend import normalize_device
+from ..distributed import is_main_process
 from ..io import MAX_JSON_BYTES, CheckpointError, damaged
 from ..optim.sgd import _hyperparameters
 from .config import check_config, default_config, load_split
@@ -58,7 +59,8 @@ RESUME_HINT = ("resume from an earlier copy of the run's folder, or start the ru
 RUN_KEYS = frozenset(default_config()) | {"mean", "std", "num_classes", "train_images",
                                           "test_images"}
 # what a run may also record: the fingerprint of the data it trained on (npsenet.train.runs)
-OPTIONAL_RUN_KEYS = frozenset({"data_fingerprint"})
+# and, in data-parallel training, its number of processes and sync_bn (npsenet.distributed)
+OPTIONAL_RUN_KEYS = frozenset({"data_fingerprint", "nproc", "sync_bn"})
 STATE_KEYS = frozenset({"epoch", "step_in_epoch", "partial", "optimizer", "schedule",
                         "train_loader", "test_loader"})
 LOADER_KEYS = frozenset({"seed", "epoch", "position", "rng_state"})
@@ -170,6 +172,10 @@ def check_run_config(config, model):
                         OPTIONAL_RUN_KEYS))
     if "data_fingerprint" in config:
         _dict(config["data_fingerprint"], "the configuration's data_fingerprint")
+    if "nproc" in config:
+        _int(config["nproc"], "the configuration's nproc", 1, 4096)
+    if not isinstance(config.get("sync_bn", False), bool):
+        raise _Damaged("the configuration's sync_bn is not true or false")
     try:
         check_config(dict(config, device="cpu"))   # the device is checked where it is used
     except (ValueError, TypeError, KeyError) as exc:
@@ -278,6 +284,8 @@ def save_trainer(trainer):
     previous checkpoint is kept."""
     check_model(trainer)
     path = trainer.checkpoint_path
+    if not is_main_process():   # data parallel: the ranks hold the same state; rank 0 writes
+        return
     optimizer_state = dict(trainer.optimizer.state_dict())
     buffers = optimizer_state.pop("momentum_buffers")
     state = {

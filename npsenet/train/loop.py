@@ -16,6 +16,7 @@ already on the host, so there the figures are read after every step.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -65,6 +66,7 @@ class Trainer:
         self.partial = fresh_partial()  # the current epoch's running sums
         self.metrics = []           # one dict per completed epoch (METRIC_COLUMNS)
         self.param_names = [name for name, _ in model.named_parameters()]
+        self.dist = None            # several processes: npsenet.distributed.parallelize
 
     @property
     def checkpoint_path(self):
@@ -82,12 +84,19 @@ class Trainer:
         epochs = self.config.get("epochs") if epochs is None else epochs
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"fit: epochs must be a positive integer, got {epochs!r}.")
-        check_writable(self.out_dir)            # a folder we can write, before the first step
-        with hold_run_folder(self.out_dir), StopOnSignals() as stop:
+        if self.dist is None or self.dist.is_main:
+            check_writable(self.out_dir)        # a folder we can write, before the first step
+            held = hold_run_folder(self.out_dir)
+        else:                                   # data parallel: only rank 0 writes (and locks)
+            held = contextlib.nullcontext()
+        with held, StopOnSignals() as stop:
+            if self.dist is not None:   # the ranks stop together, at the same step
+                stop = self.dist.agreed_stop(stop)
             while self.epoch < epochs:
                 self._train_epoch(epochs, stop)
                 started = time.perf_counter()
-                test_loss, test_acc = evaluate(self.model, self.test_loader, self.loss_fn)
+                test_loss, test_acc = (evaluate if self.dist is None else self.dist.evaluate)(
+                    self.model, self.test_loader, self.loss_fn)
                 self.partial["eval_seconds"] = time.perf_counter() - started
                 self._finish_epoch(test_loss, test_acc)
                 if stop.signum is not None and self.epoch < epochs:
@@ -107,7 +116,8 @@ class Trainer:
             for x, y in self.train_loader:
                 self.partial["lr_sum"] = self.partial.get("lr_sum", 0.0) + self.optimizer.lr
                 self.partial["lr_steps"] = self.partial.get("lr_steps", 0) + 1
-                pending.add(*self._train_step(x, y), len(y))
+                pending.add(*self._train_step(x, y),
+                            len(y) if self.dist is None else self.dist.count)
                 self.step_in_epoch += 1
                 if len(pending) >= every or stop.signum is not None:
                     self._take_metrics(pending, progress)
@@ -144,6 +154,8 @@ class Trainer:
         correct = (logits.argmax(axis=1) == y).sum()
         self.model.zero_grad()
         self.model.backward(self.loss_fn.backward())
+        if self.dist is not None:   # one all-reduce: the gradients summed, then averaged
+            loss, correct = self.dist.all_reduce(loss, correct)
         self.optimizer.step()
         if self.schedule is not None:
             self.schedule.step()
@@ -159,7 +171,8 @@ class Trainer:
         self.step_in_epoch = 0
         self.partial = fresh_partial()
         self.save_checkpoint()
-        report_epoch(self.metrics, self.out_dir, self.config.get("epochs"))
+        if self.dist is None or self.dist.is_main:
+            report_epoch(self.metrics, self.out_dir, self.config.get("epochs"))
 
     def save_checkpoint(self):
         """Write ``out_dir/checkpoint.npz`` atomically: the model, and as extra arrays the

@@ -11,12 +11,14 @@ to (``allow_data_change``). Checkpoints written before the fingerprint resume as
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from .. import data as _data
+from .. import distributed
 from .. import io as checkpoint_io
 from ..backend import normalize_device
 from ..init import manual_seed
@@ -33,11 +35,13 @@ FINGERPRINT_KEY = "data_fingerprint"
 """The configuration's entry that records what the run trained on (see :func:`_fingerprint`)."""
 
 
-def build_trainer(config, out_dir, progress=True):
+def build_trainer(config, out_dir, progress=True, sync_bn=False):
     """A fresh run: data, model (seeded), optimizer, schedule and loaders from ``config``.
 
     The settings (:func:`check_config`) and the batch size against the number of training
-    images (:func:`check_batches`) are checked before the model is built."""
+    images (:func:`check_batches`) are checked before the model is built. Under ``mpiexec``
+    it is one rank of data-parallel training (``sync_bn``: batch norm over the global
+    batch), see :func:`npsenet.distributed.parallelize`."""
     check_config(config)
     train_set, test_set = load_split(config, True), load_split(config, False)
     check_batches(config, len(train_set[1]))
@@ -45,7 +49,8 @@ def build_trainer(config, out_dir, progress=True):
     mean, std = _data.channel_stats(train_set[0])
     config = dict(config, mean=[float(v) for v in mean], std=[float(v) for v in std],
                   num_classes=num_classes, train_images=len(train_set[1]),
-                  test_images=len(test_set[1]))
+                  test_images=len(test_set[1]),
+                  **distributed.run_settings(sync_bn, config["device"]))
     config[FINGERPRINT_KEY] = _fingerprint(train_set, test_set, config)
     manual_seed(config["seed"])
     model = build_model(config["model"], num_classes=num_classes, **config["model_options"])
@@ -72,9 +77,13 @@ def resume_trainer(out_dir, device=None, data_dir=None, download=None, progress=
     """
     if not Path(out_dir).is_dir():
         read_run(out_dir, device, data_dir, download)     # raises: no checkpoint to resume
-    with hold_run_folder(out_dir, flag="--resume"):   # no one else is training there
+    # no one else is training there (data parallel: rank 0 holds the lock for all ranks)
+    held = hold_run_folder(out_dir, flag="--resume") if distributed.is_main_process() \
+        else contextlib.nullcontext()
+    with held:
         model, config, train_set, test_set, extra = read_run(out_dir, device, data_dir,
                                                              download)
+    distributed.check_resume(config, out_dir)
     saved = config.get(FINGERPRINT_KEY)
     now = _fingerprint(train_set, test_set, config)
     if saved is not None and saved != now:
@@ -101,8 +110,9 @@ def _assemble(model, config, train_set, test_set, out_dir, progress):
     # the labels were checked here, once: no per-step check that waits for a GPU
     loss_fn = SoftmaxCrossEntropy(label_smoothing=config["label_smoothing"],
                                   check_device_labels=False)
-    return Trainer(model, optimizer, schedule, loss_fn, train_loader, test_loader, out_dir,
-                   config=config, progress=progress)
+    return distributed.parallelize(Trainer(model, optimizer, schedule, loss_fn, train_loader,
+                                           test_loader, out_dir, config=config,
+                                           progress=progress))
 
 
 def _fingerprint(train_set, test_set, config):

@@ -3,9 +3,11 @@
     npsenet bench --model se_resnet20 --batch-size 128            # beside PyTorch if installed
     npsenet bench --mode eval --steps 20 --json
     npsenet bench --plain                     # the plain path, beside PyTorch
+    npsenet bench --nproc 2                   # 2 processes x 1 thread, 1 x 2, PyTorch x 2
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -41,12 +43,18 @@ def add_arguments(parser):
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress lines on stderr (one per phase and timed step)")
+    parser.add_argument("--nproc", type=positive_int, default=None, metavar="N",
+                        help="data parallel: N processes x 1 thread (mpiexec) beside 1 process "
+                             "x N threads and PyTorch with N threads, same global batch")
+    parser.add_argument("--nproc-worker", default=None, help=argparse.SUPPRESS)
 
 
 def run_from_args(args):
     """Run the benchmark that ``args`` describe and print it; returns the result dict."""
     from ...bench import format_result, run_benchmark
 
+    if getattr(args, "nproc_worker", None) or (getattr(args, "nproc", None) or 1) > 1:
+        return _run_parallel(args)
     result = run_benchmark(model=args.model, batch_size=args.batch_size,
                            image_size=args.image_size, dtype=args.dtype, device=args.device,
                            mode=args.mode, steps=args.steps, warmup=args.warmup,
@@ -64,3 +72,20 @@ def _progress(line):
 
 def run(args):
     run_from_args(args)
+
+
+def _run_parallel(args):
+    """``--nproc N`` (and its ranks' ``--nproc-worker``): see npsenet.distributed.bench."""
+    from ...distributed import bench
+
+    if args.nproc_worker:
+        return bench.rank_benchmark(json.loads(args.nproc_worker))
+    if (args.device or "cpu") != "cpu" or args.mode != "train":
+        raise ValueError("--nproc times the training step on the cpu; drop --device gpu and "
+                         "--mode eval.")
+    result = bench.run_parallel_benchmark(
+        nproc=args.nproc, model=args.model, batch_size=args.batch_size,
+        image_size=args.image_size, dtype=args.dtype, steps=args.steps, warmup=args.warmup,
+        compare_torch=False if args.no_torch else None)
+    print(json.dumps(result, indent=2) if args.json else bench.format_parallel(result))
+    return result

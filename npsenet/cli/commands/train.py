@@ -3,6 +3,7 @@
     npsenet train                                    # SE-ResNet-20 on CIFAR-10 (downloaded)
     npsenet train --dataset synthetic --epochs 2     # a quick offline run
     npsenet train --resume runs/se_resnet20-cifar10  # continue a stopped run, bit for bit
+    npsenet train --nproc 2 --sync-bn                # 2 processes (or: mpiexec -n 2 npsenet train)
 
 Exit codes: 0 when the run finishes; 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when a signal
 stopped it after writing a checkpoint (resume it with ``--resume``); 2 for a usage error,
@@ -85,11 +86,45 @@ def add_parser(sub):
     run_group.add_argument("--no-progress", action="store_true",
                            help="no progress bars (the per-epoch lines are still printed)")
     add_device_argument(p)
+    par = p.add_argument_group("several processes (docs/distributed.md)")
+    par.add_argument("--nproc", type=positive_int, default=None, metavar="N",
+                     help="train with N processes under mpiexec, the batch split between them "
+                          "(needs npsenet[distributed])")
+    par.add_argument("--sync-bn", action="store_true",
+                     help="batch norm over the global batch, not each process's share")
     # None marks "not given", so --resume can tell the settings it must not change
     p.set_defaults(func=run, model=None, device=None)
 
 
 def run(args):
+    from ... import distributed
+
+    if (args.nproc or 1) > 1 and distributed.launched_size() == 1:
+        status = distributed.launch(getattr(args, "argv", None) or sys.argv[1:], args.nproc)
+        problem = distributed.describe_status(status, args.nproc)
+        if problem:
+            print(f"npsenet train: error: {problem}", file=sys.stderr)
+        return status
+    world = distributed.init(args.device or "cpu")
+    if world is None:
+        return _run(args)
+    if args.nproc not in (None, world.size):
+        raise ValueError(f"--nproc {args.nproc} was given but mpiexec started {world.size} "
+                         "processes; give one of the two.")
+    try:
+        return _run(args)
+    except (ValueError, RuntimeError, FileNotFoundError, OSError) as exc:
+        # a ValueError (settings, data) is the same on every rank: rank 0 says it
+        if world.rank == 0 or not isinstance(exc, ValueError):
+            who = "" if world.rank == 0 else f"(rank {world.rank} of {world.size}) "
+            from .. import describe_error, one_line
+            print(f"npsenet train: error: {who}{one_line(describe_error(exc)[1])}",
+                  file=sys.stderr, flush=True)
+        distributed.exit_now(2)   # not MPI_Finalize: another rank may be in a collective
+
+
+def _run(args):
+    from ... import distributed
     from ... import train as training
     from ...train.lock import check_writable, hold_run_folder
 
@@ -103,7 +138,9 @@ def run(args):
         try:
             trainer.fit()
         except training.TrainingInterrupted as stop:
-            print(stop, file=sys.stderr, flush=True)
+            if distributed.is_main_process():
+                more = f" --nproc {distributed.size()}" if distributed.size() > 1 else ""
+                print(f"{stop}{more}", file=sys.stderr, flush=True)
             return 128 + stop.signum
     last = trainer.metrics[-1]
     print(f"done: test accuracy {last['test_acc']:.4f} after {_epochs(last['epoch'])}; "
@@ -120,6 +157,7 @@ def _resume(args, training, held, check_writable, hold_run_folder):
     """The trainer of the run in ``--resume DIR``, its folder locked (None: nothing to do)."""
     given = [f"--{dest.replace('_', '-')}" for dest in TRAINING_FLAGS
              if getattr(args, dest) is not None]
+    given += ["--sync-bn"] if args.sync_bn else []
     given += [SE_ARGUMENTS["se_bias" if key == "bias" else key]
               for key in model_options_from_args(args)]
     if given:
@@ -127,8 +165,12 @@ def _resume(args, training, held, check_writable, hold_run_folder):
                          f"checkpoint, so {', '.join(given)} cannot be given with it "
                          "(only --device, --data-dir, --download, --allow-data-change and "
                          "--no-progress can). Start a new run with --out DIR to change them.")
+    from ... import distributed
+
     folder = Path(args.resume)
-    if folder.is_dir():        # (a missing run: resume_trainer says there is nothing to resume)
+    # (a missing run: resume_trainer says there is nothing to resume; data parallel: rank 0
+    # checks and locks the folder for all ranks)
+    if folder.is_dir() and distributed.is_main_process():
         check_writable(folder, flag="--resume")
         held.enter_context(hold_run_folder(folder, command="npsenet train --resume",
                                            flag="--resume"))
@@ -149,6 +191,8 @@ def _resume(args, training, held, check_writable, hold_run_folder):
 def _new_run(args, training, held, check_writable, hold_run_folder):
     """A new run: the settings checked, then its folder chosen, checked and locked, then
     the data loaded and checked against the batch size; only then the header."""
+    from ... import distributed
+
     if args.allow_data_change:
         raise ValueError("--allow-data-change applies to --resume only (a new run records "
                          "the data it trains on); drop it, or add --resume DIR.")
@@ -162,7 +206,12 @@ def _new_run(args, training, held, check_writable, hold_run_folder):
                     download=args.download is not False,
                     device=args.device or "cpu")
     config = training.default_config(**settings)     # checks every setting
-    if args.out is not None:
+    if distributed.size() > 1:
+        distributed.check_batch(config["batch_size"], distributed.size())
+    if not distributed.is_main_process():
+        # data parallel: rank 0 chooses, checks and locks the folder and writes in it
+        out, note = Path(args.out or Path("runs") / f"{args.model}-{dataset}"), ""
+    elif args.out is not None:
         out, note = Path(args.out), ""
         check_writable(out)
         held.enter_context(hold_run_folder(out, command="npsenet train"))
@@ -172,11 +221,14 @@ def _new_run(args, training, held, check_writable, hold_run_folder):
     else:
         out, note = _fresh_folder(Path("runs") / f"{args.model}-{dataset}", held,
                                   check_writable, hold_run_folder)
-    trainer = training.build_trainer(config, out, progress=not args.no_progress)
+    trainer = training.build_trainer(config, out, progress=not args.no_progress,
+                                     sync_bn=args.sync_bn)
     epochs = config["epochs"]
     print(f"training {config['model']} on {dataset} for {_epochs(epochs)} "
           f"(batch {config['batch_size']}, lr {config['lr']}, {config['schedule']} schedule) "
-          f"on the {config['device']}; writing to {out}/{note}", flush=True)
+          f"on the {config['device']}"
+          + (f" with {distributed.size()} processes" if distributed.size() > 1 else "")
+          + f"; writing to {out}/{note}", flush=True)
     return trainer
 
 

@@ -1,0 +1,295 @@
+"""Data-parallel training: SyncBN's backward (N ranks simulated in one process), the
+sharding arithmetic, the NCCL pieces that run without a GPU, and with 2 MPI processes on
+loopback: one step of 2 x 64 = one step of 1 x 128, bit-identical ranks after an epoch, a
+dead rank, SIGTERM to the launcher and the resume."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import npsenet as ns
+from npsenet import distributed
+from npsenet.distributed import ThreadGroup, shard_bounds
+from npsenet.distributed.nccl import Watchdog, exchange_nccl_id
+from npsenet.nn.functional import batchnorm_backward, batchnorm_forward
+from npsenet.nn.functional.sync_batchnorm import (sync_batchnorm_backward,
+                                                  sync_batchnorm_forward)
+from npsenet.nn.sync_batchnorm import SyncBatchNorm
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- in one process --------------------------------------------------------------------------
+def _sync_bn_pass(x, gamma, beta, dy, size):
+    """SyncBN forward and backward with the batch split over ``size`` simulated ranks;
+    returns y, dx (re-joined), and dgamma, dbeta summed over the ranks."""
+    group = ThreadGroup(size)
+
+    def rank(comm):
+        lo, hi = shard_bounds(len(x), comm.rank, size)
+        y, mu, var, count, cache = sync_batchnorm_forward(x[lo:hi], gamma, beta, 1e-5, comm)
+        dx, dgamma, dbeta = sync_batchnorm_backward(dy[lo:hi], cache)
+        return y, dx, dgamma, dbeta, count
+
+    parts = group.run(rank)
+    assert all(p[4] == x.shape[0] * x.shape[2] * x.shape[3] for p in parts)
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            sum(p[2] for p in parts), sum(p[3] for p in parts))
+
+
+def test_sync_bn_over_simulated_ranks_is_batch_norm_over_the_whole_batch():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (7, 4, 3, 5))       # 7 images: shards of 3 and 4
+    gamma, beta = rng.normal(size=4), rng.normal(size=4)
+    dy = rng.normal(size=x.shape)
+    y_ref, _, _, cache = batchnorm_forward(x, gamma, beta, 1e-5)
+    dx_ref, dgamma_ref, dbeta_ref = batchnorm_backward(dy, cache)
+    y, dx, dgamma, dbeta = _sync_bn_pass(x, gamma, beta, dy, 2)
+    for got, want in ((y, y_ref), (dx, dx_ref), (dgamma, dgamma_ref), (dbeta, dbeta_ref)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_sync_bn_backward_matches_numerical_gradients_over_two_ranks():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 3, 2, 3))
+    gamma, beta = rng.normal(size=3), rng.normal(size=3)
+    weights = rng.normal(size=x.shape)          # L = sum(weights * y)
+    _, dx, dgamma, _ = _sync_bn_pass(x, gamma, beta, weights, 2)
+
+    def loss(x_, gamma_):
+        return float((weights * _sync_bn_pass(x_, gamma_, beta, weights, 2)[0]).sum())
+
+    eps = 1e-6
+    for index in [(0, 0, 0, 0), (1, 2, 1, 2), (3, 1, 0, 1), (2, 0, 1, 0)]:
+        plus, minus = x.copy(), x.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        numeric = (loss(plus, gamma) - loss(minus, gamma)) / (2 * eps)
+        assert abs(numeric - dx[index]) < 1e-6 * max(1.0, abs(numeric))
+    for c in range(3):
+        plus, minus = gamma.copy(), gamma.copy()
+        plus[c] += eps
+        minus[c] -= eps
+        numeric = (loss(x, plus) - loss(x, minus)) / (2 * eps)
+        assert abs(numeric - dgamma[c]) < 1e-6 * max(1.0, abs(numeric))
+
+
+def test_sync_batchnorm_layer_keeps_batchnorm_keys_and_running_statistics():
+    ns.manual_seed(0)
+    model = ns.models.resnet20(num_classes=10)
+    keys = list(model.state_dict())
+    SyncBatchNorm.convert(model, ThreadGroup(1).comms[0])
+    assert list(model.state_dict()) == keys
+    assert sum(isinstance(m, SyncBatchNorm) for m in model.modules()) > 0
+    layer = SyncBatchNorm(3, comm=None).to(dtype=np.float64)
+    reference = ns.nn.BatchNorm2d(3).to(dtype=np.float64)
+    x = np.random.default_rng(2).normal(size=(4, 3, 2, 2))
+    np.testing.assert_array_equal(layer(x), reference(x))
+    np.testing.assert_array_equal(layer.running_var, reference.running_var)
+
+
+def test_shard_bounds_cover_the_batch_and_differ_by_at_most_one():
+    for count in (7, 64, 129):
+        for size in (1, 2, 3, 4):
+            bounds = [shard_bounds(count, r, size) for r in range(size)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == count
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            lengths = [hi - lo for lo, hi in bounds]
+            assert max(lengths) - min(lengths) <= 1
+
+
+def test_a_simulated_rank_that_never_comes_times_out_with_one_line():
+    group = ThreadGroup(2, timeout=0.2)
+    with pytest.raises(distributed.CollectiveTimeout, match="rank 0 of 2: the all-reduce"):
+        group.comms[0].allreduce_sum(np.ones(3))
+
+
+def test_the_collective_timeout_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, "2.5")
+    assert distributed.collective_timeout() == 2.5
+    monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, "soon")
+    with pytest.raises(distributed.DistributedError, match="positive number of seconds"):
+        distributed.collective_timeout()
+
+
+def test_the_nccl_id_made_on_rank_0_reaches_every_rank():
+    group, made = ThreadGroup(3), []
+
+    def make():
+        made.append(1)
+        return tuple(range(128))
+
+    ids = group.run(lambda comm: exchange_nccl_id(comm, make))
+    assert ids == [tuple(range(128))] * 3 and made == [1]
+
+
+def test_the_nccl_watchdog_reports_a_collective_that_never_finishes():
+    class Event:
+        done = False
+
+    reported, finished = [], Event()
+    finished.done = True
+    comm = ThreadGroup(2).comms[1]
+    dog = Watchdog(comm, 0.1, reported.append, poll=0.01)
+    dog.watch(finished, "broadcast")
+    dog.watch(Event(), "all-reduce of the gradients (step 3)")
+    deadline = time.monotonic() + 5
+    while not reported and time.monotonic() < deadline:
+        time.sleep(0.01)
+    dog.close()
+    assert len(reported) == 1 and "rank 1 of 2: the all-reduce of the gradients (step 3)" \
+        in reported[0]
+
+
+def test_the_launcher_command_drops_nproc_and_sets_threads():
+    from npsenet.distributed.launch import command, rank_environment, without_nproc
+    argv = without_nproc(["train", "--nproc", "2", "--epochs", "1", "--nproc=3", "--sync-bn"])
+    assert argv == ["train", "--epochs", "1", "--sync-bn"]
+    cmd = command(argv, 2, mpiexec="mpiexec", python="py")
+    assert cmd == ["mpiexec", "-n", "2", "py", "-m", "npsenet", "train", "--epochs", "1",
+                   "--sync-bn"]
+    env = rank_environment(2, environ={"OMP_NUM_THREADS": "4"})
+    assert env["OMP_NUM_THREADS"] == "4" and int(env["OPENBLAS_NUM_THREADS"]) >= 1
+
+
+# -- 2 processes on loopback ------------------------------------------------------------------
+def _mpiexec():
+    pytest.importorskip("mpi4py")
+    beside = Path(sys.executable).parent / "mpiexec"
+    found = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if not found:
+        pytest.skip("mpiexec is not installed")
+    return found
+
+
+def _env(tmp_path, **extra):
+    import os
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg",
+               **extra)
+    env.setdefault(distributed.TIMEOUT_VARIABLE, "60")
+    return env
+
+
+def _ranks(tmp_path, *args, timeout=120, flags=(), **env):
+    cmd = [_mpiexec(), "-n", "2", *flags, sys.executable, str(WORKER), *map(str, args)]
+    return subprocess.run(cmd, env=_env(tmp_path, **env), capture_output=True, text=True,
+                          timeout=timeout, cwd=tmp_path)
+
+
+def test_one_step_of_2_x_64_with_sync_bn_is_one_step_of_1_x_128(tmp_path):
+    out = tmp_path / "step.npz"
+    proc = _ranks(tmp_path, "step", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sys.path.insert(0, str(WORKER.parent))
+    try:
+        import distributed_worker as worker
+    finally:
+        sys.path.pop(0)
+    saved = np.load(out)
+    assert len(set(saved["digests"].tolist())) == 1      # both ranks hold the same arrays
+    results = {dtype: worker.one_step(None, dtype) for dtype in (np.float32, np.float64)}
+
+    def stacked(kind, dtype, source=None):
+        """Every gradient (or floating state array) of one step, as one float64 vector."""
+        arrays = results[dtype][1 if kind == "grad" else 2]
+        key = np.dtype(dtype).name
+        return np.concatenate([
+            (arrays[name] if source is None else source[f"{key}/{kind}/{name}"])
+            .astype(np.float64).ravel() for name in sorted(arrays)
+            if arrays[name].dtype.kind == "f"])
+
+    for kind in ("grad", "state"):
+        # float64: 2 x 64 is 1 x 128 to 1e-12
+        want64 = stacked(kind, np.float64)
+        got64 = stacked(kind, np.float64, saved)
+        assert np.abs(got64 - want64).max() <= 1e-12 * np.abs(want64).max(), kind
+        # float32: 2 x 64 is as close to 1 x 128 as float32 itself is to float64
+        want32, got32 = stacked(kind, np.float32), stacked(kind, np.float32, saved)
+        round_off = np.linalg.norm(want32 - want64)
+        assert np.linalg.norm(got32 - want32) <= 3 * round_off, kind
+        assert np.linalg.norm(got32 - want32) <= 1e-2 * np.linalg.norm(want64), kind
+    for dtype in (np.float32, np.float64):
+        loss = results[dtype][0]
+        assert abs(float(saved[f"{np.dtype(dtype).name}/loss"]) - loss) <= 1e-5 * loss
+    steps = results[np.float32][2]["bn1.num_batches_tracked"]
+    np.testing.assert_array_equal(saved["float32/state/bn1.num_batches_tracked"], steps)
+
+
+def test_after_an_epoch_every_rank_holds_bit_identical_weights(tmp_path):
+    out = tmp_path / "epoch.json"
+    proc = _ranks(tmp_path, "epoch", out, tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert len(result["digests"]) == 2 and len(set(result["digests"])) == 1
+    assert result["steps"] == 4 and len(result["metrics"]) == 1  # 136 images, batch 35
+    assert (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_a_rank_that_dies_makes_the_other_stop_with_one_line(tmp_path):
+    version = subprocess.run([_mpiexec(), "--version"], capture_output=True, text=True)
+    if "HYDRA" not in version.stdout + version.stderr:
+        pytest.skip("keeping the surviving rank alive needs MPICH's -disable-auto-cleanup")
+    started = time.monotonic()
+    proc = _ranks(tmp_path, "die", flags=("-disable-auto-cleanup",), timeout=60,
+                  **{distributed.TIMEOUT_VARIABLE: "2"})
+    assert time.monotonic() - started < 50
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if "npsenet: error:" in line]
+    assert len(lines) == 1, proc.stderr
+    assert "rank 0 of 2: the all-reduce of the gradients (step 1) got no answer" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+TRAIN = ["train", "--model", "resnet20", "--dataset", "synthetic", "--epochs", "2",
+         "--batch-size", "32", "--limit-train", "64", "--limit-test", "32",
+         "--warmup-epochs", "0", "--no-progress"]
+
+
+def test_sigterm_to_the_launcher_saves_one_checkpoint_and_resume_continues(tmp_path):
+    _mpiexec()
+    out, env = tmp_path / "run", _env(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "npsenet", *TRAIN, "--nproc", "2",
+                             "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.npz").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    printed, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.count("stopped by SIGTERM") == 1 and f"--resume {out} --nproc 2" in err
+    assert "Traceback" not in err
+    ckpt = ns.io.load_checkpoint(out / "checkpoint.npz")
+    assert ckpt.meta["epoch"] < 2 and ckpt.meta["config"]["nproc"] == 2
+
+    wrong = subprocess.run([sys.executable, "-m", "npsenet", "train", "--resume", str(out)],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert wrong.returncode == 2 and "resume it with --nproc 2" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+
+    proc = subprocess.run([sys.executable, "-m", "npsenet", "train", "--resume", str(out),
+                           "--nproc", "2", "--no-progress"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("resuming") == 1 and "epoch 2/2" in proc.stdout
+    rows = (out / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2
+
+
+def test_bench_nproc_refuses_the_gpu_and_a_single_process_in_one_line(capsys):
+    from npsenet.cli import main
+    assert main(["bench", "--nproc", "2", "--device", "gpu"]) == 2
+    assert main(["bench", "--nproc", "2", "--batch-size", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "drop --device gpu" in err[0] and "--batch-size 4" in err[1]
