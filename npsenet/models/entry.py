@@ -13,7 +13,7 @@ so the check costs one small forward per new input size. :func:`smallest_input` 
 those sizes for the smallest square image a model takes.
 
     model = ns.models.se_resnet20()
-    smallest_input(model, batch=1)     # 5: one image must give its 8x-smaller maps 2x2
+    smallest_input(model, batch=1)     # 5: one image needs its deepest maps (4x smaller) 2x2
     smallest_input(model, batch=2)     # 1: two 1x1 maps are two values per channel
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def check_model_input(model, x):
     if conv is not None and device_of(x) != device_of(conv.weight.data):
         where = device_of(conv.weight.data)
         raise ValueError(f"{name}: the input is on the {device_of(x)} but the model is on the "
-                         f"{where}; move one of them, e.g. ns.to_device(x, {where!r}) or "
+                         f"{where}; move one of them, e.g. ns.backend.to_device(x, {where!r}) or "
                          f"model.to({device_of(x)!r}).")
     n, _, h, w = x.shape
     smallest, error = map_sizes(model, h, w)
