@@ -335,11 +335,15 @@ class Module:
         generators = [(g, g.bit_generator.state) for _, d in attributes for g in d.values()
                       if isinstance(g, np.random.Generator)]
         return (attributes, generators,
-                [(p, p.data, p.grad) for m in modules for p in m._parameters.values()])
+                [(p, p.data, p.grad) for m in modules for p in m._parameters.values()],
+                _workspace().returned_state())
 
     def _restore(self, snapshot):
         """Put back a :meth:`_snapshot`: the module is exactly as when it was taken."""
-        modules, generators, parameters = snapshot
+        modules, generators, parameters, returned = snapshot
+        # the fast path's reused memory: what a failed backward gave back belongs to the
+        # restored caches again, so no later forward may borrow it
+        _workspace().restore_returned(returned)
         for m, attributes in modules:
             m.__dict__.clear()
             m.__dict__.update(attributes)
@@ -408,6 +412,12 @@ class Module:
                 lines.append(f"  ({name}): {child_repr}")
             return "\n".join(lines) + "\n)"
         return lines[0] + ")"
+
+
+def _workspace():
+    """The fast path's reused memory (``nn/fast/workspace.py``)."""
+    from .fast.workspace import workspace
+    return workspace
 
 
 def _first(keys, count=10):
