@@ -193,6 +193,7 @@ def test_a_backward_that_fails_deep_inside_changes_nothing(name, code_path):
     _assert_unchanged(model, before)
     twin = _primed(name)                        # the caches are back: the same backward works
     assert np.array_equal(twin(_batch(seed=3)), out)
+    _model(name)(_batch(seed=9))                # (even after another model's forward)
     assert np.array_equal(model.backward(np.ones_like(out)), twin.backward(np.ones_like(out)))
     for (k, p), (_, q) in zip(model.named_parameters(), twin.named_parameters()):
         assert np.array_equal(p.grad, q.grad), k
