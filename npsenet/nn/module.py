@@ -11,11 +11,12 @@ are assigned as attributes, in the order of assignment, exactly like PyTorch, so
 
 Nothing is half-updated after an error: the outermost ``forward`` or ``backward`` call
 (a model's, or a lone layer's) remembers what each of its modules holds (running
-statistics, caches, ``gate_values``, every attribute, a Dropout's random state) and each parameter's ``grad``; if
-the call raises, anything it changed is put back, so the module is exactly as before the
-call. Remembering costs one shallow copy of each module's attributes (references, no
-array is copied), so a module must change a buffer or a gradient by assigning a new
-array (``self.running_mean = ...``), never in place.
+statistics, caches, ``gate_values``, every attribute, the state of a random generator kept
+as ``self.generator``) and each parameter's ``grad``; if the call raises, anything it
+changed is put back, so the module is exactly as before the call. Remembering costs one
+shallow copy of each module's attributes (references, no array is copied), so a module
+must change a buffer or a gradient by assigning a new array (``self.running_mean =
+...``), never in place.
 """
 from __future__ import annotations
 
@@ -329,10 +330,15 @@ class Module:
     def _snapshot(self):
         """What a failed call must put back: each module's attributes (a shallow copy) and
         each parameter's ``data`` and ``grad`` (references; nothing is copied)."""
-        modules = list(self.modules())
+        modules = [self]                 # self.modules(), without building the names
+        i = 0
+        while i < len(modules):
+            modules.extend(modules[i]._modules.values())
+            i += 1
         attributes = [(m, dict(m.__dict__)) for m in modules]
-        # a random generator (Dropout's) advances in place: keep its state as well
-        generators = [(g, g.bit_generator.state) for _, d in attributes for g in d.values()
+        # a random generator (Dropout's self.generator) advances in place: keep its state
+        generators = [(g, g.bit_generator.state) for g in
+                      (d.get("generator") for _, d in attributes)
                       if isinstance(g, np.random.Generator)]
         return (attributes, generators,
                 [(p, p.data, p.grad) for m in modules for p in m._parameters.values()],
