@@ -111,6 +111,16 @@ def test_an_input_too_small_for_the_pooling_names_the_smallest_size():
     _assert_unchanged(model, before)
 
 
+def test_in_evaluation_a_too_small_input_fails_in_its_layer_and_changes_nothing():
+    ns.manual_seed(0)
+    model = ns.models.se_vgg16_bn_cifar().eval()
+    before = _state(model)
+    with pytest.raises(ValueError) as excinfo:
+        model(_batch(size=16))
+    _one_line_error(excinfo, "MaxPool2d", "larger input")
+    _assert_unchanged(model, before)
+
+
 def test_evaluation_takes_a_one_image_batch_the_training_mode_refuses():
     model = _primed("se_resnet20").eval()
     before = _state(model)

@@ -6,11 +6,14 @@ that names the model, what came and what it takes, and nothing in the model chan
 
 How small is too small depends on the network: each convolution and pooling needs a map
 at least as large as its window, and in training mode each BatchNorm needs more than one
-value per channel (batch * H * W > 1 at its input). The model learns the map sizes its
-layers see for an input size by running itself once on a zero image of that size (batch 1,
-evaluation mode, under ``no_grad``; the model is restored afterwards) and remembers them,
-so the check costs one small forward per new input size. :func:`smallest_input` searches
-those sizes for the smallest square image a model takes.
+value per channel (batch * H * W > 1 at its input). In training mode, where a step moves
+the running statistics, the model learns the map sizes its layers see for an input size
+by running itself once on a zero image of that size (batch 1, evaluation mode, under
+``no_grad``; the model is restored afterwards) and remembers them, so the check costs one
+small forward per new input size. In evaluation mode, which updates no statistics, the
+size is left to the layers: one that cannot take its input raises, and the model is
+restored as after any failed call (``npsenet.nn.Module``). :func:`smallest_input`
+searches the sizes for the smallest square image a model takes.
 
     model = ns.models.se_resnet20()
     smallest_input(model, batch=1)     # 5: one image needs its deepest maps (4x smaller) 2x2
@@ -40,8 +43,8 @@ def _first_conv(model):
 
 def check_model_input(model, x):
     """Refuse ``x`` unless ``model`` can run it: a 4-D float array (N, C, H, W) with the
-    model's channels, dtype and device, large enough for every layer (and, in training
-    mode, giving every BatchNorm more than one value per channel). Raises ValueError."""
+    model's channels, dtype and device, and, in training mode, large enough for every
+    layer and giving every BatchNorm more than one value per channel. Raises ValueError."""
     if getattr(_state, "tracing", False):
         return
     name = model_name(model)
@@ -54,10 +57,12 @@ def check_model_input(model, x):
         raise ValueError(f"{name}: the input is on the {device_of(x)} but the model is on the "
                          f"{where}; move one of them, e.g. ns.backend.to_device(x, {where!r}) or "
                          f"model.to({device_of(x)!r}).")
+    if not model.training:
+        return      # no statistics move: the layers check the size (module docstring)
     n, _, h, w = x.shape
     smallest, error = map_sizes(model, h, w)
     if error is not None:
-        side = smallest_input(model, batch=n if model.training else None)
+        side = smallest_input(model, batch=n)
         raise ValueError(f"{name}: a {tuple(x.shape)} batch is too small for this network "
                          f"({error}); it takes images of at least {_side(side)}. "
                          "Resize or pad the images.")
