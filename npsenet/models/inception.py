@@ -58,6 +58,7 @@ from ..nn import (AvgPool2d, BatchNorm2d, Concat, Conv2d, GlobalAvgPool2d, Linea
                   Module, ReLU, Sequential)
 from ..nn.factorized_conv import FactorizedConv2d
 from ..nn._checks import positive_int
+from .entry import check_model_input
 from .registry import register_model
 from .se_options import se_block_config, se_layer_factory
 
@@ -286,6 +287,7 @@ class BNInception(Module):
                 if m is not None]
 
     def forward(self, x):
+        check_model_input(self, x)
         for m in self._stem():
             x = m(x)
         for name in self.module_names:

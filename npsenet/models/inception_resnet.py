@@ -66,6 +66,7 @@ from ..nn import (AvgPool2d, Concat, Conv2d, Dropout, GlobalAvgPool2d, Linear, M
 from ..nn._checks import positive_int
 from ..nn.factorized_conv import FactorizedConv2d
 from .inception import BasicConv2d, divided
+from .entry import check_model_input
 from .registry import register_model
 from .se_options import se_block_config, se_layer_factory
 
@@ -248,6 +249,7 @@ class InceptionResNetV2(Module):
                 m.weight.data = init.kaiming_normal_fan_out(m.weight.data.shape)
 
     def forward(self, x):
+        check_model_input(self, x)
         for name in self.layer_names:
             x = getattr(self, name)(x)
         return x

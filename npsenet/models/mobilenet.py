@@ -42,6 +42,7 @@ from __future__ import annotations
 from .. import init
 from ..nn import BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear, Module, ReLU, Sequential
 from ..nn._checks import positive_int
+from .entry import check_model_input
 from .registry import register_model
 from .se_options import se_block_config, se_layer_factory
 
@@ -139,6 +140,7 @@ class MobileNetV1(Module):
             conv.weight.data = init.kaiming_normal_fan_out(conv.weight.data.shape)
 
     def forward(self, x):
+        check_model_input(self, x)
         return self.fc(self.pool(self.features(self.stem(x))))
 
     def backward(self, dout):

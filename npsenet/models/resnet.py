@@ -42,6 +42,7 @@ from __future__ import annotations
 from .. import init
 from ..nn import BatchNorm2d, Conv2d, GlobalAvgPool2d, Linear, MaxPool2d, Module, ReLU, Sequential
 from .blocks import BasicBlock, Bottleneck
+from .entry import check_model_input
 from .registry import register_model
 from .se_options import se_config, se_layer_factory
 from .specs import spec_for
@@ -111,6 +112,7 @@ class ResNet(Module):
                 m.weight.data = init.kaiming_normal_fan_out(m.weight.data.shape)
 
     def forward(self, x):
+        check_model_input(self, x)
         out = self.relu(self.bn1(self.conv1(x)))
         if self.maxpool is not None:
             out = self.maxpool(out)

@@ -40,6 +40,7 @@ from ..nn import (BatchNorm2d, Conv2d, Dropout, GlobalAvgPool2d, Linear, MaxPool
                   ReLU, Sequential)
 from ..nn._checks import positive_int
 from .blocks import Bottleneck, ResidualBlock
+from .entry import check_model_input
 from .registry import register_model
 from .se_options import se_config, se_layer_factory
 
@@ -159,6 +160,7 @@ class SENet(Module):
                 m.weight.data = init.kaiming_normal_fan_out(m.weight.data.shape)
 
     def forward(self, x):
+        check_model_input(self, x)
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.relu2(self.bn2(self.conv2(out)))
         out = self.maxpool(self.relu3(self.bn3(self.conv3(out))))

@@ -56,6 +56,7 @@ from ..backend import get_array_module
 from ..nn import (AvgPool2d, BatchNorm2d, ChannelShuffle, Conv2d, GlobalAvgPool2d, Linear,
                   MaxPool2d, Module, ReLU, Sequential)
 from ..nn._checks import positive_int
+from .entry import check_model_input
 from .registry import register_model
 from .se_options import se_block_config, se_layer_factory
 
@@ -201,6 +202,7 @@ class ShuffleNetV1(Module):
             conv.weight.data = init.kaiming_normal_fan_out(conv.weight.data.shape)
 
     def forward(self, x):
+        check_model_input(self, x)
         out = self.relu(self.bn1(self.conv1(x)))
         if self.maxpool is not None:
             out = self.maxpool(out)

@@ -52,6 +52,7 @@ from .. import init
 from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
                   Module, ReLU, Sequential)
 from ..nn._checks import positive_int
+from .entry import check_model_input
 from .registry import register_model
 from .se_options import se_block_config, se_layer_factory
 
@@ -144,6 +145,7 @@ class VGG(Module):
                 m.bias.data[...] = 0
 
     def forward(self, x):
+        check_model_input(self, x)
         return self.classifier(self.flatten(self.avgpool(self.features(x))))
 
     def backward(self, dout):

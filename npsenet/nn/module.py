@@ -8,9 +8,20 @@ Backward never updates weights: that is the optimizer's job (``ns.optim.SGD``).
 Sub-modules, parameters and buffers (running statistics) are registered when they
 are assigned as attributes, in the order of assignment, exactly like PyTorch, so
 ``state_dict()`` keys read ``layer1.0.conv1.weight`` and match torchvision's.
+
+Nothing is half-updated after an error: the outermost ``forward`` or ``backward`` call
+(a model's, or a lone layer's) remembers what each of its modules holds (running
+statistics, caches, ``gate_values``, every attribute, the state of a random generator kept
+as ``self.generator``) and each parameter's ``grad``; if the call raises, anything it
+changed is put back, so the module is exactly as before the call. Remembering costs one
+shallow copy of each module's attributes (references, no array is copied), so a module
+must change a buffer or a gradient by assigning a new array (``self.running_mean =
+...``), never in place.
 """
 from __future__ import annotations
 
+import functools
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -19,6 +30,30 @@ from ..backend import array_module_for, device_of, normalize_device, to_device, 
 from ._checks import check_dout
 
 _grad_enabled = True
+_calls = threading.local()       # .active: inside a guarded forward/backward of this thread
+
+
+def _restoring_on_error(method):
+    """Wrap a ``forward`` or ``backward``: the outermost such call of the thread takes a
+    :meth:`Module._snapshot` and, if it raises (any exception, Ctrl-C included), restores
+    it before the exception goes on. Calls nested in it run as they are."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        if getattr(_calls, "active", False):
+            return method(self, *args, **kwargs)
+        snapshot = self._snapshot()
+        _calls.active = True
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self._restore(snapshot)
+            raise
+        finally:
+            _calls.active = False
+
+    guarded._restores_on_error = True
+    return guarded
 
 
 class no_grad:
@@ -73,11 +108,14 @@ class Parameter:
         return self.data.size
 
     def accumulate_grad(self, g):
-        """``grad += g``, as PyTorch accumulates; ``g`` must be freshly computed."""
+        """``grad += g``, as PyTorch accumulates; ``g`` must be freshly computed.
+
+        The sum is a new array (not an in-place ``+=``), so a backward that fails later
+        can put the previous ``grad`` back (see the module docstring)."""
         if self.grad is None:
             self.grad = g
         else:
-            self.grad += g
+            self.grad = self.grad + g
 
     def __repr__(self):
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
@@ -87,8 +125,16 @@ class Module:
     """Base class of every layer and model.
 
     Subclasses implement ``forward(*inputs)`` and ``backward(dout)``. Calling the
-    module (``layer(x)``) runs ``forward``.
+    module (``layer(x)``) runs ``forward``. Both are wrapped when the subclass is
+    defined so that the outermost call restores the module if it raises.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("forward", "backward"):
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "_restores_on_error", False):
+                setattr(cls, name, _restoring_on_error(method))
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -117,7 +163,10 @@ class Module:
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name, array):
-        """A state array that is saved in the state_dict but not learned (e.g. BN running mean)."""
+        """A state array that is saved in the state_dict but not learned (e.g. BN running mean).
+
+        Update it by assigning a new array (``self.name = new``), not in place: a state_dict
+        taken earlier keeps its values, and a failed call can restore the old one."""
         self._buffers[name] = None
         object.__setattr__(self, name, array)
 
@@ -199,8 +248,8 @@ class Module:
     def load_state_dict(self, state, strict: bool = True):
         """Copy arrays from ``state`` (NumPy arrays, CuPy arrays or CPU torch tensors).
 
-        Every key and shape is checked before anything is written, so an error leaves
-        the module as it was. Values are cast to each target's dtype and device.
+        Every key, shape and dtype kind is checked, and every array converted, before
+        anything is written, so an error leaves the module as it was. Values are cast to each target's dtype and device.
         Returns ``(missing_keys, unexpected_keys)`` (both empty when ``strict``).
         """
         own = self.state_dict()
@@ -217,22 +266,37 @@ class Module:
         for key, target in own.items():
             if key not in state:
                 continue
-            value = to_numpy(_as_array(state[key]))
+            value = _as_array(state[key])
+            if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+                raise ValueError(f"load_state_dict: {key} is a {type(value).__name__} in the "
+                                 "state_dict, not an array; was it saved with state_dict()?")
             if tuple(value.shape) != tuple(target.shape):
                 raise ValueError(
                     f"load_state_dict: {key} has shape {tuple(value.shape)} in the state_dict "
                     f"but {tuple(target.shape)} in the model. Was the model built with the "
                     "same depth, width, reduction and num_classes?")
-            staged[key] = value.astype(target.dtype, copy=False)
+            kind = np.dtype(value.dtype).kind
+            wanted = np.dtype(target.dtype).kind
+            if kind not in "fiub" or (wanted == "f") != (kind == "f"):
+                raise ValueError(
+                    f"load_state_dict: {key} has dtype {value.dtype} in the state_dict but "
+                    f"{target.dtype} in the model; expected "
+                    f"{'a floating' if wanted == 'f' else 'an integer'} array. Was it saved "
+                    "with state_dict()?")
+            staged[key] = value
+        # every array is converted (cast, copied, moved) before any is assigned, so an
+        # error here (out of memory, say) also leaves the module as it was
         device = device_of(next(iter(own.values()))) if own else "cpu"
+        staged = {key: to_device(to_numpy(value).astype(own[key].dtype, copy=True), device)
+                  for key, value in staged.items()}
         for mod_name, mod in self.named_modules():
             dot = f"{mod_name}." if mod_name else ""
             for name, p in mod._parameters.items():
                 if dot + name in staged:
-                    p.data = to_device(staged[dot + name].copy(), device)
+                    p.data = staged[dot + name]
             for name in mod._buffers:
                 if dot + name in staged:
-                    object.__setattr__(mod, name, to_device(staged[dot + name].copy(), device))
+                    object.__setattr__(mod, name, staged[dot + name])
         return missing, unexpected
 
     def to(self, device=None, dtype=None):
@@ -262,6 +326,37 @@ class Module:
                 object.__setattr__(mod, name, convert(getattr(mod, name)))
             mod.release_cache()
         return self
+
+    def _snapshot(self):
+        """What a failed call must put back: each module's attributes (a shallow copy) and
+        each parameter's ``data`` and ``grad`` (references; nothing is copied)."""
+        modules = [self]                 # self.modules(), without building the names
+        i = 0
+        while i < len(modules):
+            modules.extend(modules[i]._modules.values())
+            i += 1
+        attributes = [(m, dict(m.__dict__)) for m in modules]
+        # a random generator (Dropout's self.generator) advances in place: keep its state
+        generators = [(g, g.bit_generator.state) for g in
+                      (d.get("generator") for _, d in attributes)
+                      if isinstance(g, np.random.Generator)]
+        return (attributes, generators,
+                [(p, p.data, p.grad) for m in modules for p in m._parameters.values()],
+                _workspace().returned_state())
+
+    def _restore(self, snapshot):
+        """Put back a :meth:`_snapshot`: the module is exactly as when it was taken."""
+        modules, generators, parameters, returned = snapshot
+        # the fast path's reused memory: what a failed backward gave back belongs to the
+        # restored caches again, so no later forward may borrow it
+        _workspace().restore_returned(returned)
+        for m, attributes in modules:
+            m.__dict__.clear()
+            m.__dict__.update(attributes)
+        for g, state in generators:
+            g.bit_generator.state = state
+        for p, data, grad in parameters:
+            p.data, p.grad = data, grad
 
     def saved_cache(self):
         """What the last forward stored for backward (``self.cache``); an error if nothing is.
@@ -323,6 +418,12 @@ class Module:
                 lines.append(f"  ({name}): {child_repr}")
             return "\n".join(lines) + "\n)"
         return lines[0] + ")"
+
+
+def _workspace():
+    """The fast path's reused memory (``nn/fast/workspace.py``)."""
+    from .fast.workspace import workspace
+    return workspace
 
 
 def _first(keys, count=10):

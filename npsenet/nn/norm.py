@@ -16,6 +16,24 @@ from ._checks import check_input, positive_int
 from .module import Module, Parameter
 from .switch import active_path
 
+_seen_inputs = None   # a list while record_batchnorm_inputs() is active
+
+
+class record_batchnorm_inputs:
+    """``with record_batchnorm_inputs() as sizes: model(x)`` lists the spatial size
+    ``(H, W)`` of every BatchNorm2d input of the block's forward passes (a model's entry
+    check uses it to know the smallest map each of its BatchNorms sees)."""
+
+    def __enter__(self):
+        global _seen_inputs
+        self._previous, _seen_inputs = _seen_inputs, []
+        return _seen_inputs
+
+    def __exit__(self, *exc):
+        global _seen_inputs
+        _seen_inputs = self._previous
+        return False
+
 
 class BatchNorm2d(Module):
     """Batch norm for (N, C, H, W) inputs.
@@ -54,6 +72,8 @@ class BatchNorm2d(Module):
     def forward(self, x):
         check_input(x, f"BatchNorm2d({self.num_features})", 4, "(N, C, H, W)",
                     self.num_features, dtype=self.weight.dtype)
+        if _seen_inputs is not None:
+            _seen_inputs.append(tuple(x.shape[2:]))
         path = active_path()
         gamma, beta = self.weight.data, self.bias.data
         if self.training:

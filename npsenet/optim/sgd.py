@@ -48,6 +48,27 @@ def _hyperparameters(lr, momentum, weight_decay, nesterov):
     return lr, momentum, weight_decay, nesterov
 
 
+def _check_grad(i, p):
+    """Parameter ``i``'s grad, unless None, must be an array of its shape, dtype and device."""
+    g = p.grad
+    if g is None:
+        return
+    if not (hasattr(g, "shape") and hasattr(g, "dtype")):
+        raise ValueError(f"SGD: the grad of parameter {i} is a {type(g).__name__}, expected "
+                         f"an array of shape {tuple(p.data.shape)}; gradients come from "
+                         "model.backward(...).")
+    if tuple(g.shape) != tuple(p.data.shape):
+        raise ValueError(f"SGD: parameter {i} has shape {tuple(p.data.shape)} but its "
+                         f"grad has shape {tuple(g.shape)}.")
+    if g.dtype != p.data.dtype:
+        raise ValueError(f"SGD: parameter {i} is {p.data.dtype} but its grad is {g.dtype}; "
+                         f"the optimizer does not cast. Use grad.astype(np.{p.data.dtype}).")
+    if device_of(g) != device_of(p.data):
+        raise ValueError(f"SGD: parameter {i} is on the {device_of(p.data)} but its grad is "
+                         f"on the {device_of(g)}; move the grad with ns.backend.to_device(grad, "
+                         f"{device_of(p.data)!r}).")
+
+
 class SGD:
     """SGD with optional (Nesterov) momentum and L2 weight decay.
 
@@ -90,11 +111,10 @@ class SGD:
             p.grad = None
 
     def step(self):
-        """Update every parameter that has a gradient, in place."""
+        """Update every parameter that has a gradient, in place. Every gradient is checked
+        (an array of its parameter's shape, dtype and device) before anything changes."""
         for i, p in enumerate(self.params):  # check everything before changing anything
-            if p.grad is not None and p.grad.shape != p.data.shape:
-                raise ValueError(f"SGD: parameter {i} has shape {tuple(p.data.shape)} but its "
-                                 f"grad has shape {tuple(p.grad.shape)}.")
+            _check_grad(i, p)
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
         for i, p in enumerate(self.params):
             if p.grad is None:

@@ -138,6 +138,15 @@ class Workspace:
         order, shape = _memory_order(array)
         self.give_back(role, (shape,), array.transpose(order).reshape(-1))   # its memory
 
+    def returned_state(self):
+        """What has been given back now, for :meth:`restore_returned` (a shallow copy)."""
+        return {key: list(arrays) for key, arrays in self._returned.items()}
+
+    def restore_returned(self, state):
+        """Undo the borrows and give-backs since :meth:`returned_state`: a call that failed
+        and had its caches restored (``Module``) owns the arrays it gave back again."""
+        self._returned = {key: list(arrays) for key, arrays in state.items()}
+
     # -- bookkeeping --------------------------------------------------------------------------
     def held(self):
         """The arrays held now: scratch, zero-bordered and given back (not those lent out)."""
