@@ -342,14 +342,15 @@ class Module:
                       if isinstance(g, np.random.Generator)]
         return (attributes, generators,
                 [(p, p.data, p.grad) for m in modules for p in m._parameters.values()],
-                _workspace().returned_state())
+                _workspace().returned_state() if _fast_path_on() else None)
 
     def _restore(self, snapshot):
         """Put back a :meth:`_snapshot`: the module is exactly as when it was taken."""
         modules, generators, parameters, returned = snapshot
         # the fast path's reused memory: what a failed backward gave back belongs to the
         # restored caches again, so no later forward may borrow it
-        _workspace().restore_returned(returned)
+        if returned is not None:
+            _workspace().restore_returned(returned)
         for m, attributes in modules:
             m.__dict__.clear()
             m.__dict__.update(attributes)
@@ -418,6 +419,13 @@ class Module:
                 lines.append(f"  ({name}): {child_repr}")
             return "\n".join(lines) + "\n)"
         return lines[0] + ")"
+
+
+def _fast_path_on():
+    """Whether the layers compute on the fast path now (the plain path has no reused
+    memory to put back, and never runs code under ``nn/fast/``)."""
+    from .switch import is_fast
+    return is_fast()
 
 
 def _workspace():
