@@ -152,40 +152,56 @@ def _check_labels(labels, num_classes, split):
                          f"{int(labels.max())}; is the dataset damaged?")
 
 
-def evaluate_checkpoint(path, dataset=None, data_dir=None, device="cpu", batch_size=256,
+def checkpoint_test_set(checkpoint, path, dataset=None, data_dir=None, device="cpu",
                         limit_test=None, download=True, full_test=False):
-    """Test loss and accuracy of the model saved in ``path`` (any ``ns.io.save_model`` file).
+    """The test split a saved model is measured on, and the transform of its inputs.
 
     The dataset, the input normalisation and the number of test images (the run's
-    ``limit_test``) default to those of the training run when the checkpoint was written by
+    ``limit_test``) default to those of the training run when ``checkpoint`` (a
+    :func:`npsenet.io.load_checkpoint` result read from ``path``) was written by
     ``npsenet train``; otherwise the dataset is ``dataset`` (or CIFAR-10) normalised with
     its training split's per-channel statistics, and every test image is used.
     ``limit_test`` (an int) replaces the run's limit; ``full_test=True`` uses every test
     image whatever the run used.
 
-    Returns ``(loss, accuracy, number of test images)``.
+    Returns ``(images, labels, classes, normalize, config)``: uint8 (N, 3, H, W), int64
+    (N,), the class names, a :class:`npsenet.data.Normalize`, and the configuration the
+    split was loaded with.
     """
-    ckpt = checkpoint_io.load_checkpoint(path, device=normalize_device(device))
-    trained = ckpt.meta.get("config") or {}
+    trained = checkpoint.meta.get("config") or {}
     dataset = dataset or trained.get("dataset", "cifar10")
     if full_test:
         limit_test = None
     elif limit_test is None and trained.get("dataset") == dataset:
         limit_test = trained.get("limit_test")   # the test images the run measured on
-    config = default_config(dataset=dataset, eval_batch_size=batch_size, limit_test=limit_test,
-                            download=download, device=device,
+    config = default_config(dataset=dataset, limit_test=limit_test, download=download,
+                            device=device,
                             data_dir=data_dir if data_dir is not None else trained.get("data_dir"))
-    test_set = load_split(config, train=False)
-    num_classes = ckpt.model.options.get("num_classes")
-    if num_classes is not None and num_classes != len(test_set[2]):
-        raise ValueError(f"the checkpoint's model has {num_classes} outputs but {dataset} has "
-                         f"{len(test_set[2])} classes; pass the --dataset it was trained on.")
+    images, labels, classes = load_split(config, train=False)
+    num_classes = checkpoint.model.options.get("num_classes")
+    if num_classes is not None and num_classes != len(classes):
+        raise ValueError(f"{path} holds a model with {num_classes} outputs but {dataset} has "
+                         f"{len(classes)} classes; pass the --dataset it was trained on.")
     if trained.get("dataset") == dataset and "mean" in trained:
         mean, std = trained["mean"], trained["std"]
     else:
         mean, std = _data.channel_stats(load_split(dict(config, limit_train=None), True)[0])
-    loader = _data.BatchLoader(*test_set[:2], batch_size, shuffle=False, augment=False,
-                               normalize=_data.Normalize(mean, std), device=config["device"])
+    return images, labels, classes, _data.Normalize(mean, std), config
+
+
+def evaluate_checkpoint(path, dataset=None, data_dir=None, device="cpu", batch_size=256,
+                        limit_test=None, download=True, full_test=False):
+    """Test loss and accuracy of the model saved in ``path`` (any ``ns.io.save_model`` file),
+    on the test split :func:`checkpoint_test_set` chooses.
+
+    Returns ``(loss, accuracy, number of test images)``.
+    """
+    ckpt = checkpoint_io.load_checkpoint(path, device=normalize_device(device))
+    images, labels, _, normalize, config = checkpoint_test_set(
+        ckpt, path, dataset, data_dir, device, limit_test, download, full_test)
+    loader = _data.BatchLoader(images, labels, batch_size, shuffle=False, augment=False,
+                               normalize=normalize, device=config["device"])
+    trained = ckpt.meta.get("config") or {}
     loss_fn = SoftmaxCrossEntropy(label_smoothing=trained.get("label_smoothing", 0.0))
     loss, accuracy = evaluate(ckpt.model, loader, loss_fn)
-    return loss, accuracy, len(test_set[1])
+    return loss, accuracy, len(labels)

@@ -62,26 +62,13 @@ def add_parser(sub):
 def load_test_set(checkpoint, path, dataset=None, data_dir=None, limit_test=None,
                   download=True, device="cpu"):
     """The test images, labels, class names and input transform for ``checkpoint``: its
-    training run's dataset, data folder, --limit-test and normalisation unless given."""
-    from ... import data as _data
-    from ...train import default_config, load_split
+    training run's dataset, data folder, --limit-test and normalisation unless given
+    (:func:`npsenet.train.runs.checkpoint_test_set`)."""
+    from ...train.runs import checkpoint_test_set
 
-    trained = checkpoint.meta.get("config") or {}
-    dataset = dataset or trained.get("dataset", "cifar10")
-    config = default_config(
-        dataset=dataset, download=download, device=device,
-        limit_test=limit_test if limit_test is not None else trained.get("limit_test"),
-        data_dir=data_dir if data_dir is not None else trained.get("data_dir"))
-    images, labels, classes = load_split(config, train=False)
-    num_classes = checkpoint.model.options.get("num_classes")
-    if num_classes is not None and num_classes != len(classes):
-        raise ValueError(f"{path} holds a model with {num_classes} outputs but {dataset} has "
-                         f"{len(classes)} classes; pass the --dataset it was trained on.")
-    if trained.get("dataset") == dataset and "mean" in trained:
-        mean, std = trained["mean"], trained["std"]
-    else:
-        mean, std = _data.channel_stats(load_split(dict(config, limit_train=None), True)[0])
-    return images, labels, classes, _data.Normalize(mean, std), dataset
+    images, labels, classes, normalize, config = checkpoint_test_set(
+        checkpoint, path, dataset, data_dir, device, limit_test, download)
+    return images, labels, classes, normalize, config["dataset"]
 
 
 def _write_csv(path, header, rows):
