@@ -351,7 +351,8 @@ def format_table(summary_rows, test_images=None):
                      f"{_paper(row['paper_top5']):>7s}   {row['mean_error']:13.2f} ± {std} "
                      f"{row['seeds']:5d} {row['params']:9,d} {row['macs']:12,d}")
     if summary_rows:
-        note = (f"std: over seeds (n - 1); {summary_rows[0]['epochs']} epochs per run. The "
+        epochs = summary_rows[0]["epochs"]
+        note = (f"std: over seeds (n - 1); {epochs} epoch{'s' * (epochs != 1)} per run. The "
                 "paper: SE-ResNet-50 (ResNet-50 in the no-SE rows), TPAMI version.")
         if test_images:
             note += (f" {test_images} test images: one image is "
