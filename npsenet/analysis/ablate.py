@@ -394,10 +394,11 @@ def read_csv(path):
 
 
 # -- the figure ----------------------------------------------------------------------------
-def plot_summary(summary_rows, path, title=None):
-    """Draw one panel per group: our mean test error ± std over seeds (bars, from 0) and
-    each seed's error (dots), the paper's top-1 error on a second, full axis from 0.
-    Returns False (and draws nothing) without matplotlib."""
+def plot_summary(summary_rows, path, title=None, results=None):
+    """Draw one panel per group: our mean test error ± std over seeds (bars), each seed's
+    error (dots, from ``results``, the rows of :func:`collect`; else the min-max range),
+    and the paper's ImageNet top-1 error beside them (grey where not checked), all on one
+    full axis from 0. Returns False (and draws nothing) without matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -407,7 +408,7 @@ def plot_summary(summary_rows, path, title=None):
     groups = [g for g in GROUPS if any(r["group"] == g.key for r in summary_rows)]
     columns = min(3, len(groups))
     lines = math.ceil(len(groups) / columns)
-    figure = Figure(figsize=(5.2 * columns, 3.9 * lines))
+    figure = Figure(figsize=(5.2 * columns, 3.9 * lines + 0.6))
     FigureCanvasAgg(figure)
     axes_list = figure.subplots(lines, columns, squeeze=False).ravel()
     top = max(r["max_error"] for r in summary_rows) * 1.08
@@ -419,13 +420,20 @@ def plot_summary(summary_rows, path, title=None):
         axes.bar([i - 0.2 for i in x], means, width=0.4, yerr=stds, capsize=4, color="C0",
                  label="here: mean ± std over seeds")
         for i, r in zip(x, rows):
-            axes.plot([i - 0.2] * 2, [r["min_error"], r["max_error"]], "k_", ms=8)
+            seeds = [run["test_error"] for run in results or () if run["cell"] == r["cell"]]
+            if seeds:
+                axes.plot([i - 0.2] * len(seeds), seeds, "k.", ms=5,
+                          label="here: each seed" if i == 0 else None)
+            else:
+                axes.plot([i - 0.2] * 2, [r["min_error"], r["max_error"]], "k_", ms=8)
         paper = [r["paper_top1"] for r in rows]
         if any(p is not None for p in paper):
             axes.bar([i + 0.2 for i, p in zip(x, paper) if p is not None],
-                     [p for p in paper if p is not None], width=0.4, color="C1",
-                     label="paper: ImageNet top-1")
-        axes.set_ylim(0, max(top, 30.0))
+                     [p for p in paper if p is not None], width=0.4,
+                     color="C1" if group.checked else "0.7",
+                     label="paper: ImageNet top-1" + ("" if group.checked else
+                                                      " (not checked)"))
+        axes.set_ylim(0, min(max(top, 30.0), 102.0))
         axes.set_xticks(x)
         axes.set_xticklabels([r["label"].split(" (")[0] for r in rows], rotation=20,
                              fontsize=8)
@@ -434,10 +442,15 @@ def plot_summary(summary_rows, path, title=None):
         axes.grid(axis="y", alpha=0.3)
     for axes in axes_list[len(groups):]:
         axes.set_visible(False)
-    axes_list[0].legend(fontsize=7, loc="lower left")
+    handles = {}
+    for axes in axes_list[:len(groups)]:
+        for handle, label in zip(*axes.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.legend(list(handles.values()), list(handles), loc="lower center",
+                  ncol=len(handles), fontsize=8, frameon=False)
     if title:
         figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
     with atomic_write(path) as f:
         figure.canvas.print_png(f)
     return True

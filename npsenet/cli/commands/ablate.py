@@ -139,8 +139,9 @@ def run(args):
         ablate.write_csv(out / "summary.csv", summary, ablate.SUMMARY_COLUMNS)
         drawn = ablate.plot_summary(
             summary, out / "ablations.png",
-            title=f"SE-ResNet-20 on {dataset} ({args.epochs} epochs, mean ± std over "
-                  f"{len(args.seeds)} seeds) beside the paper's SE-ResNet-50 on ImageNet")
+            title=f"SE-ResNet-20 on {dataset} ({args.epochs} epoch{'s' * (args.epochs != 1)}"
+                  f", mean ± std over {len(args.seeds)} seeds)\nbeside the paper's "
+                  "SE-ResNet-50 on ImageNet (TPAMI); full axes from 0", results=results)
     except OSError as exc:
         raise RuntimeError(f"could not write the results into {out}/ ({exc.strerror or exc}); "
                            "free some space or choose another --out.") from None
