@@ -264,3 +264,31 @@ def test_load_state_dict_with_one_bad_entry_changes_nothing(bad, words):
         model.load_state_dict(state)
     _one_line_error(excinfo, "load_state_dict", last, *words)
     _assert_unchanged(model, before)
+
+
+def test_no_grad_belongs_to_the_thread_that_enters_it():
+    """A forward under no_grad in one thread (a model's entry check traces under it) leaves
+    another thread's forward its cache, as simulated ranks of ThreadGroup need."""
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+
+    def hold_no_grad():
+        with ns.no_grad():
+            entered.set()
+            release.wait(10)
+
+    other = threading.Thread(target=hold_no_grad)
+    other.start()
+    try:
+        assert entered.wait(10)
+        assert ns.nn.is_grad_enabled()
+        layer = ns.nn.ReLU()
+        layer(np.ones((2, 3), dtype=np.float32))
+        layer.backward(np.ones((2, 3), dtype=np.float32))   # raises if nothing was cached
+    finally:
+        release.set()
+        other.join()
+    with ns.no_grad():
+        assert not ns.nn.is_grad_enabled()
+    assert ns.nn.is_grad_enabled()

@@ -29,7 +29,7 @@ import numpy as np
 from ..backend import array_module_for, device_of, normalize_device, to_device, to_numpy
 from ._checks import check_dout
 
-_grad_enabled = True
+_grad_mode = threading.local()   # .enabled: False inside no_grad, per thread (as PyTorch's)
 _calls = threading.local()       # .active: inside a guarded forward/backward of this thread
 
 
@@ -64,22 +64,24 @@ class no_grad:
 
     Inside the block, layers store no cache (assignments to ``self.cache`` are dropped), so
     calling ``backward`` afterwards raises an error that says so.
+
+    The mode belongs to the thread that enters the block (as in PyTorch): a forward in
+    another thread, say a simulated rank of ``npsenet.distributed.ThreadGroup``, still
+    keeps its cache.
     """
 
     def __enter__(self):
-        global _grad_enabled
-        self._previous, _grad_enabled = _grad_enabled, False
+        self._previous, _grad_mode.enabled = is_grad_enabled(), False
         return self
 
     def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self._previous
+        _grad_mode.enabled = self._previous
         return False
 
 
 def is_grad_enabled() -> bool:
-    """False inside ``with ns.no_grad():``."""
-    return _grad_enabled
+    """False inside ``with ns.no_grad():`` (in this thread)."""
+    return getattr(_grad_mode, "enabled", True)
 
 
 class Parameter:
@@ -144,7 +146,7 @@ class Module:
 
     # -- registration ---------------------------------------------------------
     def __setattr__(self, name, value):
-        if name == "cache" and not _grad_enabled:
+        if name == "cache" and not is_grad_enabled():
             value = None  # under no_grad(): keep nothing for a backward pass
         if "_parameters" not in self.__dict__:
             raise RuntimeError(
