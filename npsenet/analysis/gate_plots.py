@@ -30,12 +30,30 @@ def _figure(width, height):
     return fig
 
 
-def _grid(fig, panels, columns=3):
-    rows = max(1, math.ceil((panels + 1) / columns))       # one more cell for the legend
+def _block_panels(blocks, draw, ylabel, title, ncol=1, columns=3):
+    """One panel per block (``draw(ax, block)`` plots into it) on the full gate range
+    [0, 1], a shared y label, the first panel's legend in the cell after the last panel,
+    and the title: the layout both per-channel figures share."""
+    rows = max(1, math.ceil((len(blocks) + 1) / columns))   # one more cell for the legend
+    fig = _figure(4.4 * columns, 3.3 * rows)
     axes = fig.subplots(rows, columns, squeeze=False, sharey=True).ravel()
-    for ax in axes[panels + 1:]:
+    for ax in axes[len(blocks) + 1:]:
         ax.axis("off")
-    return axes
+    for ax, block in zip(axes, blocks):
+        draw(ax, block)
+        ax.set_title(_short(block))
+        ax.set_xlabel("channel index")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    for ax in axes[::columns]:
+        ax.set_ylabel(ylabel)
+    legend = axes[len(blocks)]
+    legend.axis("off")
+    legend.legend(*axes[0].get_legend_handles_labels(), loc="center", ncol=ncol,
+                  frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def _short(block):
@@ -49,30 +67,14 @@ def per_class_figure(curves, class_names, overall=None, title=None):
     class_names: K names; overall: ``{block: (C,)}`` the mean over all images (black), or
     None. The gate axis is the full range [0, 1].
     """
-    blocks = list(curves)
-    columns = 3
-    rows = max(1, math.ceil((len(blocks) + 1) / columns))
-    fig = _figure(4.4 * columns, 3.3 * rows)
-    axes = _grid(fig, len(blocks), columns)
-    for ax, block in zip(axes, blocks):
-        means = np.asarray(curves[block])
-        for i, curve in enumerate(means):
+    def draw(ax, block):
+        for i, curve in enumerate(np.asarray(curves[block])):
             ax.plot(curve, color=f"C{i % 10}", lw=1.0, label=class_names[i])
         if overall is not None:
             ax.plot(np.asarray(overall[block]), color="k", lw=2.0, label="all images")
-        ax.set_title(_short(block))
-        ax.set_xlabel("channel index")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    for ax in axes[::columns]:
-        ax.set_ylabel("mean gate of the class")
-    legend = axes[len(blocks)]
-    legend.axis("off")
-    legend.legend(*axes[0].get_legend_handles_labels(), loc="center", ncol=2, frameon=False)
-    fig.suptitle(title or "excitation per class at increasing depth (cf. TPAMI, Sec. 7.2, "
-                          "Fig. 6)")
-    fig.tight_layout()
-    return fig
+
+    return _block_panels(list(curves), draw, "mean gate of the class", title or (
+        "excitation per class at increasing depth (cf. TPAMI, Sec. 7.2, Fig. 6)"), ncol=2)
 
 
 def within_class_figure(spreads, class_name, count, title=None):
@@ -81,30 +83,15 @@ def within_class_figure(spreads, class_name, count, title=None):
     spreads: ``{block: (mean (C,), std (C,))}``; class_name, count: the class and its
     number of images. The gate axis is the full range [0, 1].
     """
-    blocks = list(spreads)
-    columns = 3
-    rows = max(1, math.ceil((len(blocks) + 1) / columns))
-    fig = _figure(4.4 * columns, 3.3 * rows)
-    axes = _grid(fig, len(blocks), columns)
-    for ax, block in zip(axes, blocks):
-        mean, std = (np.asarray(a) for a in spreads[block])
+    def draw(ax, block):
+        mean, std = (np.asarray(v) for v in spreads[block])
         channels = np.arange(len(mean))
         ax.fill_between(channels, mean - std, mean + std, color="C0", alpha=0.3,
                         label="mean ± 1 std")
         ax.plot(channels, mean, color="C0", label="mean")
-        ax.set_title(_short(block))
-        ax.set_xlabel("channel index")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    for ax in axes[::columns]:
-        ax.set_ylabel("gate")
-    legend = axes[len(blocks)]
-    legend.axis("off")
-    legend.legend(*axes[0].get_legend_handles_labels(), loc="center", frameon=False)
-    fig.suptitle(title or f"gates of the {count} images of class '{class_name}' "
-                          "(cf. TPAMI, Sec. 7.2, Fig. 7)")
-    fig.tight_layout()
-    return fig
+
+    return _block_panels(list(spreads), draw, "gate", title or (
+        f"gates of the {count} images of class '{class_name}' (cf. TPAMI, Sec. 7.2, Fig. 7)"))
 
 
 def by_depth_figure(rows, title=None):
