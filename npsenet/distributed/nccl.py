@@ -94,7 +94,9 @@ class NCCLCommunicator(Communicator):
             from cupy.cuda import nccl
         except ImportError as exc:
             raise DistributedError(f"--device gpu with several processes needs CuPy with NCCL "
-                                   f"({exc}); install npsenet[gpu] and NCCL, or train on the "
+                                   f"({exc}); install the CuPy wheel of your CUDA version "
+                                   "(pip install cupy-cuda12x or cupy-cuda13x) and NCCL "
+                                   "(e.g. pip install nvidia-nccl-cu12), or train on the "
                                    "cpu.") from None
         self.cupy, self.nccl = cupy, nccl
         self.host, self.rank, self.size = host_comm, host_comm.rank, host_comm.size
