@@ -17,3 +17,6 @@ from .elementwise import (batchnorm_backward, batchnorm_eval_forward,  # noqa: F
                           batchnorm_forward, channel_scale_backward, channel_scale_forward,
                           global_avg_pool_backward, global_avg_pool_forward, relu_backward,
                           relu_forward)
+from .host_memory import keep_freed_memory
+
+keep_freed_memory()      # freed activations stay with the process for the next step
