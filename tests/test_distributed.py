@@ -107,6 +107,44 @@ def test_shard_bounds_cover_the_batch_and_differ_by_at_most_one():
             assert max(lengths) - min(lengths) <= 1
 
 
+def _mirror(images, rng):
+    """A custom augmentation (its draws cannot be split between ranks)."""
+    return np.where(rng.random(len(images))[:, None, None, None] < 0.5,
+                    images[..., ::-1], images)
+
+
+@pytest.mark.parametrize("augment", [True, False, _mirror], ids=["standard", "none", "custom"])
+@pytest.mark.parametrize("normalize", [None, ns.data.Normalize((120.0, 110.0, 100.0),
+                                                               (60.0, 61.0, 62.0))],
+                         ids=["scale", "normalize"])
+@pytest.mark.parametrize("size,train", [(2, True), (3, True), (3, False)])
+def test_each_rank_makes_only_its_shard_and_the_shards_are_the_whole_batch(
+        augment, normalize, size, train):
+    """Every rank makes only its rows of each batch (ShardedLoader over
+    BatchLoader.batch_rows), with the whole batch's draws: bit for bit one process's
+    batches, over two epochs; a last batch smaller than the ranks is skipped in training."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (21, 3, 8, 8), dtype=np.uint8)   # batches 10, 10, 1
+    labels = rng.integers(0, 10, 21)
+
+    def loader():
+        return ns.data.BatchLoader(images, labels, 10, shuffle=True, augment=augment,
+                                   normalize=normalize, seed=3)
+
+    whole, ranks = loader(), [distributed.ShardedLoader(loader(), r, size, train)
+                              for r in range(size)]
+    for _ in range(2):
+        batches = [b for b in whole if not (train and len(b[1]) < size)]
+        assert len(batches) == (2 if train else 3)
+        for r, rank in enumerate(ranks):
+            shards = list(rank)
+            mine = [(x[lo:hi], y[lo:hi]) for x, y in batches
+                    for lo, hi in [shard_bounds(len(y), r, size)] if hi > lo]
+            assert len(shards) == len(mine) and (not train or len(rank) == len(mine))
+            for (x, y), (x_ref, y_ref) in zip(shards, mine):
+                assert np.array_equal(x, x_ref) and np.array_equal(y, y_ref)
+
+
 def test_a_simulated_rank_that_never_comes_times_out_with_one_line():
     group = ThreadGroup(2, timeout=0.2)
     with pytest.raises(distributed.CollectiveTimeout, match="rank 0 of 2: the all-reduce"):

@@ -132,6 +132,18 @@ class BatchLoader:
 
     def __iter__(self):
         """One epoch of batches (the rest of it, right after :meth:`load_state_dict`)."""
+        for x, y, _ in self.batch_rows(None):
+            yield x, y
+
+    def batch_rows(self, rows):
+        """One epoch, as ``for x, y in loader``, of only some rows of each batch: yields
+        ``(x[lo:hi], y[lo:hi], count)`` for each batch of ``count`` images, where
+        ``(lo, hi) = rows(count)``, or ``(None, None, count)`` where ``rows(count)`` is None.
+        Only those rows are cut, augmented and normalised, with the random draws of the
+        whole batch, so the rows are bit for bit those of the whole batch (a data-parallel
+        rank makes only its shard: :class:`~npsenet.distributed.ShardedLoader`). A custom
+        ``augment`` callable draws for the batch it gets, so with one the whole batch is
+        augmented and then cut. ``rows=None``: every row."""
         if self._position >= len(self) or (self._position > 0 and not self._resuming):
             self._next_epoch()  # the previous epoch finished, or was abandoned part-way
         self._resuming = False
@@ -139,14 +151,29 @@ class BatchLoader:
         for index in range(self._position, len(self)):
             batch = order[index * self.batch_size:(index + 1) * self.batch_size]
             self._position = index + 1
-            yield self._make_batch(batch, np.random.default_rng([augment_seed, index]))
+            count = len(batch)
+            span = (0, count) if rows is None else rows(count)
+            if span is None:
+                yield None, None, count
+                continue
+            x, y = self._make_batch(batch, np.random.default_rng([augment_seed, index]),
+                                    slice(*span))
+            yield x, y, count
 
-    def _make_batch(self, indices, rng):
+    def _make_batch(self, indices, rng, rows=slice(None)):
         if self.on_device:
-            return self._make_device_batch(indices, rng)
-        images = self.images[indices]
-        if self.augment is not None:
-            images = self.augment(images, rng)
+            return self._make_device_batch(indices, rng, rows)
+        if self.augment is standard_augment:      # the whole batch's draws, for its rows
+            offsets, flips = standard_draws(len(indices), rng)
+            indices = indices[rows]
+            images = crop_and_flip(self.images[indices], offsets[rows], flips[rows],
+                                   STANDARD_PADDING)
+        elif self.augment is not None:            # draws we cannot split: all, then cut
+            images = self.augment(self.images[indices], rng)[rows]
+            indices = indices[rows]
+        else:
+            indices = indices[rows]
+            images = self.images[indices]
         if self.normalize is not None:
             x = self.normalize(images)
         else:
@@ -154,9 +181,10 @@ class BatchLoader:
         x = np.ascontiguousarray(x, dtype=np.float32)
         return to_device(x, self.device), to_device(self.labels[indices], self.device)
 
-    def _make_device_batch(self, indices, rng):
-        """The batch cut, augmented and normalised on the device from the resident copy;
-        one host-to-device copy: the (4, B) int64 plan of indices, crop offsets and flips."""
+    def _make_device_batch(self, indices, rng, rows=slice(None)):
+        """The batch (its ``rows``) cut, augmented and normalised on the device from the
+        resident copy; one host-to-device copy: the (4, B) int64 plan of indices, crop
+        offsets and flips."""
         if self._resident is None:
             self._resident = (to_device(self.images, self.device),
                               to_device(self.labels, self.device))
@@ -167,7 +195,7 @@ class BatchLoader:
         if self.augment is not None:
             offsets, flips = standard_draws(count, rng)
             plan[1:3], plan[3] = offsets.T, flips
-        plan = to_device(plan, self.device)
+        plan = to_device(np.ascontiguousarray(plan[:, rows]), self.device)
         batch = images[plan[0]]
         if self.augment is not None:
             batch = crop_and_flip(batch, plan[1:3].T, plan[3] != 0, STANDARD_PADDING)

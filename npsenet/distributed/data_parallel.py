@@ -2,8 +2,8 @@
 into one of N ranks training one model (:func:`parallelize`).
 
 * **The batches** (:class:`ShardedLoader`). Every rank runs the same loader, with the same
-  seed, so every rank sees the same global batches in the same order; rank r keeps its
-  shard, rows ``[lo_r, hi_r)`` of :func:`shard_bounds`. When the global batch B does not
+  seed, so every rank draws the same global batches in the same order; rank r makes only
+  its shard, rows ``[lo_r, hi_r)`` of :func:`shard_bounds`. When the global batch B does not
   divide by N, the first ``B % N`` ranks take one image more, and each rank's gradient is
   weighted by ``w_r = n_r N / B`` (1 when it divides) so that the step is still that of
   the mean loss over the B images. An epoch's last batch smaller than N is skipped in
@@ -45,8 +45,10 @@ def shard_bounds(count, rank, size):
 class ShardedLoader:
     """Rank ``rank``'s shards of the batches of ``loader`` (a
     :class:`~npsenet.data.BatchLoader`); everything else (``state_dict``, ``device``,
-    ``batch_size``, ...) is the loader's. The loader makes the whole global batch on
-    every rank and each keeps its rows: the same augmentation draws as one process.
+    ``batch_size``, ...) is the loader's. Every rank draws the random crops and flips of
+    the whole global batch and makes only its own rows of it
+    (:meth:`~npsenet.data.BatchLoader.batch_rows`): the shards are bit for bit those of
+    one process's batch, and no rank spends time on the others' images.
 
     Attributes (of the batch last yielded): ``global_count`` (B) and ``weight``
     (``n_r N / B``).
@@ -78,16 +80,19 @@ class ShardedLoader:
             steps -= 1
         return steps
 
+    def _rows(self, count):
+        """This rank's rows of a batch of ``count`` images, or None to skip the batch."""
+        if count < self.size and self.train:
+            return None             # the epoch's last batch; consumed, so the epoch ends
+        lo, hi = shard_bounds(count, self.rank, self.size)
+        return (lo, hi) if hi > lo else None
+
     def __iter__(self):
-        for x, y in self.loader:
-            count = len(y)
-            if count < self.size and self.train:
-                continue            # the epoch's last batch; consumed, so the epoch ends
-            lo, hi = shard_bounds(count, self.rank, self.size)
-            if hi == lo:
+        for x, y, count in self.loader.batch_rows(self._rows):
+            if x is None:
                 continue
-            self.global_count, self.weight = count, (hi - lo) * self.size / count
-            yield x[lo:hi], y[lo:hi]
+            self.global_count, self.weight = count, len(y) * self.size / count
+            yield x, y
 
     def __repr__(self):
         return f"ShardedLoader(rank {self.rank} of {self.size}, {self.loader!r})"
