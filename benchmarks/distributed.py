@@ -10,14 +10,16 @@ same global batch (``npsenet.distributed.bench``).
 
 ``--epoch``: one epoch of ``npsenet train`` (SE-ResNet-20 by default) on the CIFAR subset
 each way (``--nproc N`` with 1 BLAS thread per rank, then one process with N threads),
-same global batch and seed; the images/s are those ``metrics.csv`` records (training
-images over training time). Run it on a quiet machine: the two runs take turns, so
-anything else running shifts the comparison.
+same global batch and seed, ``--rounds`` times; the images/s are those ``metrics.csv``
+records (training images over training time), and each figure is the median over the
+rounds (the speed-up: the median of the rounds' ratios). Run it on a quiet machine: the
+runs take turns, so anything else running shifts the comparison.
 """
 import argparse
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +60,8 @@ def main():
     p.add_argument("--batch-size", type=int, default=128, help="the global batch")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of the step comparison (and of the epoch with --epoch)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--epoch", action="store_true", help="also one epoch each way")
     p.add_argument("--data-dir", default=SUBSET if SUBSET.exists() else None,
@@ -67,20 +71,30 @@ def main():
     args = p.parse_args()
     result = {"step": run_parallel_benchmark(
         nproc=args.nproc, model=args.model, batch_size=args.batch_size, steps=args.steps,
-        warmup=args.warmup, compare_torch=False if args.no_torch else None)}
+        warmup=args.warmup, compare_torch=False if args.no_torch else None,
+        rounds=args.rounds, progress=lambda line: print(line, file=sys.stderr, flush=True))}
     if args.epoch:
+        rounds = []
         with tempfile.TemporaryDirectory() as tmp:
-            parallel = _train(args, args.nproc, Path(tmp) / "parallel")
-            single = _train(args, 1, Path(tmp) / "single")
-        result["epoch"] = {"parallel": parallel, "single": single,
-                           "speedup": parallel["images_per_s"] / single["images_per_s"]}
+            for index in range(args.rounds):
+                print(f"epoch round {index + 1}/{args.rounds}", file=sys.stderr, flush=True)
+                rounds.append({"parallel": _train(args, args.nproc, Path(tmp) / f"p{index}"),
+                               "single": _train(args, 1, Path(tmp) / f"s{index}")})
+        middle = statistics.median
+        result["epoch"] = {
+            way: {key: middle([r[way][key] for r in rounds]) for key in rounds[0][way]}
+            for way in ("parallel", "single")}
+        result["epoch"]["speedup"] = middle(
+            [r["parallel"]["images_per_s"] / r["single"]["images_per_s"] for r in rounds])
+        result["epoch"]["rounds_detail"] = rounds
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(format_parallel(result["step"]))
     if args.epoch:
         e, n = result["epoch"], args.nproc
-        print(f"one epoch of {args.model}, global batch {args.batch_size}:")
+        print(f"one epoch of {args.model}, global batch {args.batch_size} (median of "
+              f"{args.rounds} rounds):")
         print(f"  {n} processes x 1 thread: {e['parallel']['images_per_s']:8.0f} images/s "
               f"({e['parallel']['epoch_s']:.1f} s with evaluation)")
         print(f"  1 process x {n} threads: {e['single']['images_per_s']:8.0f} images/s "

@@ -331,3 +331,25 @@ def test_bench_nproc_refuses_the_gpu_and_a_single_process_in_one_line(capsys):
     assert main(["bench", "--nproc", "2", "--batch-size", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "drop --device gpu" in err[0] and "--batch-size 4" in err[1]
+
+
+def test_bench_nproc_takes_medians_over_rounds_and_the_ratios_of_each_round(monkeypatch):
+    """npsenet bench --nproc: each round is one N-process run and one single-process run;
+    the figures are medians over the rounds, the speed-ups medians of each round's ratio."""
+    from npsenet.distributed import bench
+    runs = iter([{"step_s": 0.2, "allreduce_s": 0.002}, {"npsenet_s": 0.3, "torch_s": 0.2},
+                 {"step_s": 0.4, "allreduce_s": 0.004}, {"npsenet_s": 0.5, "torch_s": 0.5},
+                 {"step_s": 0.25, "allreduce_s": 0.001}, {"npsenet_s": 0.4, "torch_s": 0.3}])
+    monkeypatch.setattr(bench, "_run", lambda cmd, env, what, timeout: next(runs))
+    lines = []
+    r = bench.run_parallel_benchmark(nproc=2, batch_size=128, rounds=3, progress=lines.append)
+    assert len(lines) == 3 and len(r["rounds_detail"]) == 3
+    assert (r["parallel_s"], r["single_s"], r["torch_s"], r["allreduce_s"]) == (0.25, 0.4, 0.3,
+                                                                                0.002)
+    assert r["speedup"] == pytest.approx(1.5)            # of 1.5, 1.25 and 1.6
+    assert r["torch_ratio"] == pytest.approx(1.2)        # of 1.0, 1.25 and 1.2
+    assert r["parallel_images_per_s"] == pytest.approx(128 / 0.25)
+    text = bench.format_parallel(r)
+    assert "then of 3 rounds" in text and "1.50x" in text and "PyTorch: 1.20x" in text
+    with pytest.raises(ValueError, match="--rounds"):
+        bench.run_parallel_benchmark(rounds=0)

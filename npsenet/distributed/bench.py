@@ -12,8 +12,13 @@ Three figures, images per second of the whole step at the same global batch B:
 * **PyTorch, N threads**: the same step in PyTorch, interleaved with the previous one in
   that process (see :mod:`npsenet.bench`), when PyTorch is installed.
 
-The first runs in its own processes and the other two in another, one after the other:
-on a busy machine, run it twice and compare.
+The first runs in its own processes and the other two in another, one after the other.
+On a shared machine the load changes from one run to the next, so the comparison runs in
+``rounds`` rounds (3 by default), each one run of the N processes and then one of the
+single process (with PyTorch); each figure is the median over the rounds of each run's
+median step, and ``speedup`` and ``torch_ratio`` are the medians of the rounds' own ratios
+(each a pair of runs taken one right after the other). ``rounds_detail`` keeps every
+round's figures.
 """
 from __future__ import annotations
 
@@ -62,38 +67,58 @@ def _run(cmd, env, what, timeout):
 
 def run_parallel_benchmark(nproc=2, model="se_resnet20", batch_size=128, image_size=32,
                            dtype="float32", steps=10, warmup=2, compare_torch=None,
-                           timeout=1800):
+                           timeout=1800, rounds=3, progress=None):
     """The three figures of the module's description, as a dict (seconds and images/s)."""
     if nproc < 2:
         raise ValueError(f"--nproc must be at least 2 to compare with one process, got {nproc}.")
     if batch_size < 2 * nproc:
         raise ValueError(f"a global batch of {batch_size} leaves fewer than 2 images for each "
                          f"of {nproc} processes; use --batch-size {2 * nproc} or more.")
+    if int(rounds) != rounds or rounds < 1:
+        raise ValueError(f"--rounds must be a positive integer, got {rounds!r}.")
     settings = dict(model=model, batch_size=batch_size, image_size=image_size, dtype=dtype,
                     steps=steps, warmup=warmup)
-    ranks = _run(command(["bench", "--nproc-worker", json.dumps(settings)], nproc),
-                 _environment(1), f"{nproc}-process benchmark", timeout)
     single = [sys.executable, "-m", "npsenet", "bench", "--model", model, "--batch-size",
               str(batch_size), "--image-size", str(image_size), "--dtype", dtype,
-              "--steps", str(steps), "--warmup", str(warmup), "--no-memory", "--json"]
+              "--steps", str(steps), "--warmup", str(warmup), "--no-memory", "--json",
+              "--no-progress"]
     if compare_torch is False:
         single.append("--no-torch")
-    one = _run(single, _environment(nproc), "one-process benchmark", timeout)
-    result = dict(settings, nproc=nproc, parallel_s=ranks["step_s"],
-                  parallel_images_per_s=batch_size / ranks["step_s"],
-                  allreduce_s=ranks["allreduce_s"], single_s=one["npsenet_s"],
-                  single_images_per_s=batch_size / one["npsenet_s"],
-                  torch_s=one.get("torch_s"),
-                  torch_images_per_s=batch_size / one["torch_s"] if one.get("torch_s") else None)
-    result["speedup"] = result["single_s"] / result["parallel_s"]
+    detail = []
+    for index in range(int(rounds)):
+        if progress is not None:
+            progress(f"round {index + 1}/{rounds}: {nproc} processes x 1 thread, then 1 "
+                     f"process x {nproc} threads")
+        ranks = _run(command(["bench", "--nproc-worker", json.dumps(settings)], nproc),
+                     _environment(1), f"{nproc}-process benchmark", timeout)
+        one = _run(single, _environment(nproc), "one-process benchmark", timeout)
+        detail.append({"parallel_s": ranks["step_s"], "allreduce_s": ranks["allreduce_s"],
+                       "single_s": one["npsenet_s"], "torch_s": one.get("torch_s")})
+    median = statistics.median
+
+    def middle(key):
+        values = [d[key] for d in detail if d[key] is not None]
+        return median(values) if values else None
+
+    result = dict(settings, nproc=nproc, rounds=int(rounds), parallel_s=middle("parallel_s"),
+                  allreduce_s=middle("allreduce_s"), single_s=middle("single_s"),
+                  torch_s=middle("torch_s"), rounds_detail=detail)
+    result["parallel_images_per_s"] = batch_size / result["parallel_s"]
+    result["single_images_per_s"] = batch_size / result["single_s"]
+    result["torch_images_per_s"] = batch_size / result["torch_s"] if result["torch_s"] else None
+    result["speedup"] = median([d["single_s"] / d["parallel_s"] for d in detail])
+    result["torch_ratio"] = (median([d["torch_s"] / d["parallel_s"] for d in detail])
+                             if result["torch_s"] else None)
     return result
 
 
 def format_parallel(r):
     """A few human-readable lines."""
     n = r["nproc"]
+    rounds = r.get("rounds", 1)
     lines = [f"{r['model']} training step, global batch {r['batch_size']}, "
-             f"{r['image_size']}x{r['image_size']}, {r['dtype']}, cpu (median of {r['steps']})",
+             f"{r['image_size']}x{r['image_size']}, {r['dtype']}, cpu (median of {r['steps']} "
+             f"steps{f', then of {rounds} rounds' if rounds > 1 else ''})",
              f"  npsenet, {n} processes x 1 thread: {r['parallel_s'] * 1e3:8.1f} ms "
              f"{r['parallel_images_per_s']:8.0f} images/s  (all-reduce "
              f"{r['allreduce_s'] * 1e3:.1f} ms of it)",
@@ -103,7 +128,7 @@ def format_parallel(r):
     if r.get("torch_s"):
         lines.append(f"  PyTorch, {n} threads:              {r['torch_s'] * 1e3:8.1f} ms "
                      f"{r['torch_images_per_s']:8.0f} images/s  (npsenet {n} processes / "
-                     f"PyTorch: {r['parallel_images_per_s'] / r['torch_images_per_s']:.2f}x)")
+                     f"PyTorch: {r['torch_ratio']:.2f}x)")
     return "\n".join(lines)
 
 

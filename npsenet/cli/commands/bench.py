@@ -4,6 +4,7 @@
     npsenet bench --mode eval --steps 20 --json
     npsenet bench --plain                     # the plain path, beside PyTorch
     npsenet bench --nproc 2                   # 2 processes x 1 thread, 1 x 2, PyTorch x 2
+    npsenet bench --nproc 2 --rounds 5        # ... alternated 5 times, medians of the rounds
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def add_arguments(parser):
     parser.add_argument("--nproc", type=positive_int, default=None, metavar="N",
                         help="data parallel: N processes x 1 thread (mpiexec) beside 1 process "
                              "x N threads and PyTorch with N threads, same global batch")
+    parser.add_argument("--rounds", type=positive_int, default=3,
+                        help="with --nproc: rounds of (N processes, then 1 process), medians "
+                             "over the rounds (default 3)")
     parser.add_argument("--nproc-worker", default=None, help=argparse.SUPPRESS)
 
 
@@ -86,6 +90,7 @@ def _run_parallel(args):
     result = bench.run_parallel_benchmark(
         nproc=args.nproc, model=args.model, batch_size=args.batch_size,
         image_size=args.image_size, dtype=args.dtype, steps=args.steps, warmup=args.warmup,
-        compare_torch=False if args.no_torch else None)
+        compare_torch=False if args.no_torch else None, rounds=args.rounds,
+        progress=None if getattr(args, "no_progress", False) else _progress)
     print(json.dumps(result, indent=2) if args.json else bench.format_parallel(result))
     return result
