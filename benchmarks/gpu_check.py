@@ -19,11 +19,15 @@ under its own ``timeout`` so that one hang cannot eat the rest, and all of them 
    :class:`~npsenet.data.BatchLoader`, after a few untimed warm-up steps, then the
    evaluation of 10,000 images; and the peak GPU memory of CuPy's pool over it.
 4. ``profile``: where the host spends a training step (cProfile, top functions by own time).
-5. ``tests``: every ``device="gpu"`` test (``pytest -k gpu``, float64 parity on the GPU
+5. ``nccl``: the NCCL all-reduce and broadcast of ``npsenet.distributed`` on device arrays,
+   one rank (NCCL refuses two ranks of one communicator on one GPU, so a machine with one
+   GPU checks the calls, not the traffic); on a machine with two GPUs or more and mpi4py,
+   also one epoch of ``npsenet train --nproc 2 --device gpu`` on synthetic images.
+6. ``tests``: every ``device="gpu"`` test (``pytest -k gpu``, float64 parity on the GPU
    included), on several pytest-xdist workers when it is installed.
 
 It writes ``report.md`` (figures, the targets, what failed) and one log per step into the
-output folder: seven files, no subfolders. ``--dry-run`` runs the same script on a CPU
+output folder: eight files, no subfolders. ``--dry-run`` runs the same script on a CPU
 machine: each GPU step prints the command it would run and runs a small CPU stand-in
 that exercises the same code (argument parsing, the workers, the report), and the report
 shows no GPU figure.
@@ -113,7 +117,7 @@ def test_command(workers, dry):
     return command
 
 
-STEP_NAMES = ("env", "bench-train", "bench-eval", "epoch", "profile", "tests")
+STEP_NAMES = ("env", "bench-train", "bench-eval", "epoch", "profile", "nccl", "tests")
 
 
 def make_steps(workers):
@@ -128,6 +132,8 @@ def make_steps(workers):
              worker_command("epoch", "gpu"), worker_command("epoch", "cpu", small=True)),
         Step("profile", "host time of a training step, by function", 30,
              worker_command("profile", "gpu"), worker_command("profile", "cpu", small=True)),
+        Step("nccl", "NCCL collectives of npsenet.distributed on the GPU", 60,
+             worker_command("nccl", "gpu"), worker_command("nccl", "cpu", small=True)),
         Step("tests", "every device='gpu' test", 240, test_command(workers, False),
              test_command(workers, True)),
     ]
@@ -292,6 +298,9 @@ def figures(steps, dry):
                          f"{_mib(epoch['pool_peak_bytes'])} at most; the device had "
                          f"{_mib(epoch.get('device_used_bytes'))} in use of "
                          f"{_mib(epoch.get('device_total_bytes'))} after it")
+    nccl = by_name["nccl"].result if "nccl" in by_name else {}
+    if nccl:
+        lines.append(f"- NCCL: {nccl.get('summary', 'no result')}")
     tests = by_name["tests"].result
     if tests:
         counts = ", ".join(f"{tests[k]} {k}" for k in PYTEST_COUNTS if tests.get(k))
@@ -378,7 +387,7 @@ def main(argv=None):
                         help="output folder (default: $OUT when set, else runs/gpu_check/)")
     parser.add_argument("--only", default=None,
                         help="comma-separated steps to run (env always runs): bench-train, "
-                             "bench-eval, epoch, profile, tests")
+                             "bench-eval, epoch, profile, nccl, tests")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S,
                         help=f"seconds for all the steps together (default {DEFAULT_BUDGET_S})")
     parser.add_argument("--workers", type=int, default=None,
@@ -387,7 +396,8 @@ def main(argv=None):
     parser.add_argument("--wheels", default=None,
                         help="a folder of wheels (pytest, pytest-xdist, hypothesis) to install "
                              "from, offline, when pytest is missing")
-    parser.add_argument("--measure", choices=["env", "epoch", "profile"], help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=["env", "epoch", "profile", "nccl"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--device", default="gpu", help=argparse.SUPPRESS)
     parser.add_argument("--model", default=MODEL, help=argparse.SUPPRESS)
     parser.add_argument("--images", type=int, default=EPOCH_IMAGES, help=argparse.SUPPRESS)
@@ -463,8 +473,8 @@ def ensure_pytest(env, wheels, step):
 
 # -- the workers (run as subprocesses by the steps) -------------------------------------------
 def measure(args):
-    result = {"env": measure_env, "epoch": measure_epoch, "profile": measure_profile}[
-        args.measure](args)
+    result = {"env": measure_env, "epoch": measure_epoch, "profile": measure_profile,
+              "nccl": measure_nccl}[args.measure](args)
     if result is not None:
         print("RESULT " + json.dumps(result), flush=True)
     return 0
@@ -635,6 +645,82 @@ def measure_profile(args):
           f"waits inside synchronize for what is left of the GPU's work)\n")
     print(text.getvalue())
     return {"step_ms_profiled": wall * 1e3}
+
+
+NCCL_ELEMENTS = 274_490      # SE-ResNet-20's parameters: the gradient buffer of one step
+
+
+def measure_nccl(args):
+    """npsenet's NCCL communicator on this machine's GPU(s): one rank's all-reduce and
+    broadcast on a CuPy array (checked, and the all-reduce timed); with two GPUs or more
+    and mpi4py, one epoch of ``npsenet train --nproc 2 --device gpu``. On the CPU (the dry
+    run's stand-in) the one-GPU-per-rank check over two simulated ranks."""
+    from npsenet.distributed import DistributedError, ThreadGroup
+    from npsenet.distributed.nccl import check_one_gpu_per_rank
+    if args.device != "gpu":
+        group = ThreadGroup(2)
+
+        def rank(comm):
+            try:
+                check_one_gpu_per_rank(comm, ("host", "0000:01:00.0"))
+            except DistributedError as error:
+                return str(error)
+        refused = group.run(rank)
+        print(f"two simulated ranks on one GPU: {refused[0]}")
+        return {"summary": "dry run: no NCCL call", "refused": refused[0] is not None}
+    import cupy
+
+    from npsenet.distributed.nccl import NCCLCommunicator
+    result = {"gpus": cupy.cuda.runtime.getDeviceCount()}
+    try:
+        comm = NCCLCommunicator(ThreadGroup(1).comms[0])
+    except Exception as error:  # noqa: BLE001 (reported: NCCL missing or failing)
+        result["summary"] = f"the communicator failed: {type(error).__name__}: {error}"
+        print(result["summary"])
+        return result
+    buf = cupy.arange(NCCL_ELEMENTS, dtype=cupy.float32)
+    expected = buf.copy()
+    comm.allreduce_sum(buf, "check all-reduce")
+    comm.broadcast(buf, 0, "check broadcast")
+    cupy.cuda.get_current_stream().synchronize()
+    correct = bool((buf == expected).all())
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        comm.allreduce_sum(buf, "timed all-reduce")
+        cupy.cuda.get_current_stream().synchronize()
+        times.append(time.perf_counter() - started)
+    overdue = comm.watchdog.overdue()
+    comm.watchdog.close()
+    times.sort()
+    result.update(correct=correct, allreduce_ms=times[len(times) // 2] * 1e3,
+                  watchdog_clear=overdue is None)
+    result["summary"] = (
+        f"one rank: all-reduce and broadcast of {NCCL_ELEMENTS:,} float32 "
+        f"{'correct' if correct else 'WRONG'}, all-reduce {result['allreduce_ms']:.3f} ms "
+        f"(median of 20); watchdog {'clear' if overdue is None else 'reports ' + overdue}")
+    if result["gpus"] >= 2 and _version("mpi4py") != "missing":
+        result["two_ranks"] = _two_gpu_epoch()
+        result["summary"] += f"; 2 ranks on 2 GPUs: {result['two_ranks']}"
+    else:
+        result["summary"] += (f"; 2 ranks not run ({result['gpus']} GPU"
+                              f"{'s' * (result['gpus'] != 1)}, mpi4py {_version('mpi4py')}: "
+                              "NCCL needs a GPU per rank, and mpiexec comes with mpi4py)")
+    print(result["summary"])
+    return result
+
+
+def _two_gpu_epoch():
+    """One epoch of ``npsenet train --nproc 2 --device gpu`` on synthetic images: its summary
+    line, or how it failed."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        done = subprocess.run(python() + ["-m", "npsenet", "train", "--dataset", "synthetic",
+                                          "--epochs", "1", "--nproc", "2", "--device", "gpu",
+                                          "--no-progress", "--out", folder],
+                              capture_output=True, text=True, timeout=40, cwd=REPO)
+    lines = (done.stdout + done.stderr).strip().splitlines() or ["(no output)"]
+    return ("ok: " if done.returncode == 0 else f"failed (rc {done.returncode}): ") + lines[-1]
 
 
 if __name__ == "__main__":

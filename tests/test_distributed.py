@@ -170,6 +170,25 @@ def test_the_nccl_id_made_on_rank_0_reaches_every_rank():
     assert ids == [tuple(range(128))] * 3 and made == [1]
 
 
+def test_two_ranks_on_one_gpu_are_refused_in_one_line_before_nccl_is_asked():
+    from npsenet.distributed.nccl import check_one_gpu_per_rank
+
+    def ranks(identities):
+        def rank(comm):          # each rank's own outcome: None, or its error's message
+            try:
+                return check_one_gpu_per_rank(comm, identities[comm.rank])
+            except distributed.DistributedError as exc:
+                return str(exc)
+        return ThreadGroup(len(identities)).run(rank)
+
+    assert ranks([("a", "0000:01:00.0"), ("a", "0000:02:00.0"), ("b", "0000:01:00.0")]) == \
+        [None] * 3
+    shared = ranks([("a", "0000:01:00.0"), ("a", "0000:01:00.0"), ("a", "0000:02:00.0")])
+    assert shared[2] is None and shared[0] == shared[1]
+    assert shared[0].startswith("ranks 0 and 1 would share one GPU (0000:01:00.0 on a)")
+    assert "this machine gives the ranks 2 GPUs: use --nproc 2 or fewer" in shared[0]
+
+
 def test_the_nccl_watchdog_reports_a_collective_that_never_finishes():
     class Event:
         done = False

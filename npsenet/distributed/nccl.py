@@ -15,6 +15,7 @@ with one line on stderr, as the main thread may itself be stuck waiting for the 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
@@ -34,6 +35,32 @@ def exchange_nccl_id(host_comm, make_id):
         raise DistributedError("the NCCL id did not arrive from rank 0; is rank 0 running "
                                "with --device gpu too?")
     return uid
+
+
+def check_one_gpu_per_rank(host_comm, identity):
+    """One line (:class:`DistributedError`) if another rank uses the same GPU as this one.
+
+    ``identity`` is this rank's (host name, GPU PCI bus id); every rank's is exchanged over
+    ``host_comm`` (one ``broadcast_object`` per rank). NCCL refuses two ranks of one
+    communicator on one GPU ("Duplicate GPU detected", since NCCL 2.5), so the error says
+    so before NCCL does, in npsenet's words."""
+    identities = [host_comm.broadcast_object(identity if host_comm.rank == root else None,
+                                             root=root, what="exchange of the GPUs' ids")
+                  for root in range(host_comm.size)]
+    owners = {}
+    for rank, ident in enumerate(identities):
+        owners.setdefault(tuple(ident), []).append(rank)
+    shared = owners[tuple(identity)]
+    if len(shared) > 1:
+        per_host = {}
+        for host, _bus in owners:
+            per_host[host] = per_host.get(host, 0) + 1
+        gpus = per_host[identity[0]]
+        raise DistributedError(
+            f"ranks {' and '.join(map(str, shared))} would share one GPU ({identity[1]} on "
+            f"{identity[0]}), and NCCL needs a GPU of its own for each rank; this machine "
+            f"gives the ranks {gpus} GPU{'s' * (gpus != 1)}: use --nproc {gpus} or fewer (or "
+            f"train on the cpu).")
 
 
 class Watchdog:
@@ -85,7 +112,10 @@ def _die(comm, message):
 class NCCLCommunicator(Communicator):
     """The ranks of ``host_comm`` (an :class:`~npsenet.distributed.mpi.MPICommunicator`)
     on their GPUs: rank r uses GPU ``local_rank % number of GPUs`` (see
-    :func:`npsenet.distributed.local_rank`), made current here."""
+    :func:`npsenet.distributed.local_rank`), made current by :func:`npsenet.distributed.init`
+    (or here, with ``device_index``). One GPU per rank: two ranks on one GPU are refused
+    (:func:`check_one_gpu_per_rank`). A single rank's collectives still go through NCCL
+    (the GPU check, ``benchmarks/gpu_check.py``, runs them so on a machine with one GPU)."""
 
     def __init__(self, host_comm, device_index=None, timeout=None):
         super().__init__(host_comm.timeout if timeout is None else timeout)
@@ -102,6 +132,8 @@ class NCCLCommunicator(Communicator):
         self.host, self.rank, self.size = host_comm, host_comm.rank, host_comm.size
         if device_index is not None:
             cupy.cuda.Device(device_index).use()
+        bus_id = cupy.cuda.runtime.deviceGetPCIBusId(cupy.cuda.Device().id)
+        check_one_gpu_per_rank(host_comm, (socket.gethostname(), bus_id))
         uid = exchange_nccl_id(host_comm, nccl.get_unique_id)
         self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
         self.watchdog = Watchdog(self, self.timeout, lambda message: _die(self.comm, message))
@@ -125,8 +157,6 @@ class NCCLCommunicator(Communicator):
         self.watchdog.watch(event, what)
 
     def allreduce_sum(self, array, what="all-reduce"):
-        if self.size == 1:
-            return array
         kind = self._check(array, what)
         stream = self.cupy.cuda.get_current_stream().ptr
         self.comm.allReduce(array.data.ptr, array.data.ptr, array.size, kind,
@@ -135,8 +165,6 @@ class NCCLCommunicator(Communicator):
         return array
 
     def broadcast(self, array, root=0, what="broadcast"):
-        if self.size == 1:
-            return array
         kind = self._check(array, what)
         stream = self.cupy.cuda.get_current_stream().ptr
         self.comm.bcast(array.data.ptr, array.size, kind, root, stream)
