@@ -156,6 +156,15 @@ def test_the_built_site_loads_no_script_from_another_host(built_site):
 
 
 @pytest.mark.slow
+def test_the_built_site_asks_no_font_server(built_site):
+    """``theme.font: false``: the pages use the system's fonts, so nothing waits for a font
+    server that an offline reader cannot reach."""
+    for page in sorted(built_site.rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        assert "fonts.googleapis.com" not in text and "fonts.gstatic.com" not in text, page
+
+
+@pytest.mark.slow
 def test_the_built_api_pages_show_no_garbled_docstring(built_site):
     import subprocess
     import sys
