@@ -4,8 +4,11 @@
     json.dumps(fp)                                      # small: names, sizes, MD5s, counts
     ns.data.describe_fingerprint_mismatch(saved, fp)    # None, or one line saying what changed
 
-A run saves the fingerprint of its training data; ``--resume`` compares it with the data
-it finds now and refuses to continue on different data unless asked.
+It describes a dataset as a whole (its files and their MD5s, or its whole content), to
+record or compare what data is on a machine. ``npsenet train --resume`` does not use it:
+the trainer records a cheaper fingerprint of the very images it trains on (after
+``--limit-train``; ``npsenet.train.runs``) and refuses to continue on other data unless
+given ``--allow-data-change``.
 """
 from __future__ import annotations
 
