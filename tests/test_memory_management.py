@@ -206,3 +206,36 @@ def test_fast_conv_backward_never_returns_workspace_memory(k, stride, padding, g
         conv(rng.standard_normal(x.shape).astype(np.float32))
         conv.backward(rng.standard_normal(y.shape).astype(np.float32))
     np.testing.assert_array_equal(dx, kept)
+
+
+def test_threads_that_train_side_by_side_do_not_share_scratch_memory():
+    """Each thread has its own workspace (the simulated ranks of ThreadGroup, notebook 12):
+    two threads' training steps on the fast path give what each gives alone."""
+    from npsenet.distributed import ThreadGroup
+    from npsenet.nn.fast.workspace import workspace
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((8, 3, 16, 16)).astype(np.float32) for _ in range(2)]
+
+    def model():                       # built here: the weights' generator is global
+        ns.manual_seed(0)
+        return ns.models.se_resnet20()
+
+    models = {}
+
+    def step(index):
+        model, loss_fn = models[index], ns.nn.SoftmaxCrossEntropy()
+        grads = []
+        for _ in range(3):
+            model.zero_grad()
+            loss_fn(model(xs[index]), np.arange(8) % 10)
+            grads.append(model.backward(loss_fn.backward()).copy())
+        return grads, workspace.current()
+
+    models.update({0: model(), 1: model()})
+    alone = [step(0)[0], step(1)[0]]
+    models.update({0: model(), 1: model()})
+    together = ThreadGroup(2).run(lambda comm: step(comm.rank))
+    for got, want in zip(together, alone):
+        for a, b in zip(got[0], want):
+            np.testing.assert_array_equal(a, b)
+    assert together[0][1] is not together[1][1]          # a workspace each

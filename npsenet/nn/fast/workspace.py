@@ -18,6 +18,10 @@ Two kinds of memory, each asked for by a named :class:`Role`:
   ``give_back(role, key, array)`` or ``give_back_like(role, array)``; the next forward then
   borrows the same memory again.
 
+Each thread has a workspace of its own (:class:`PerThreadWorkspace`): threads that train
+side by side, as the simulated ranks of ``npsenet.distributed.ThreadGroup`` do, would
+otherwise hand each other's scratch memory out in the middle of a layer.
+
 No layer outside ``npsenet/nn/fast/`` uses this module (notebook 01 and the tests look
 inside it).
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import math
+import threading
 
 from ...backend import get_array_module
 
@@ -165,7 +170,32 @@ class Workspace:
         self._returned.clear()
 
 
-workspace = Workspace()
+class PerThreadWorkspace:
+    """The :class:`Workspace` of the calling thread: every attribute and method is that of a
+    workspace made for the thread on its first use. Threads that train side by side (the
+    simulated ranks of ``npsenet.distributed.ThreadGroup``, notebook 12) must not hand each
+    other's scratch memory out mid-layer; separate processes have separate ones anyway.
+    A thread's workspace goes when the thread ends."""
+
+    def __init__(self):
+        object.__setattr__(self, "_local", threading.local())
+
+    def current(self):
+        """This thread's workspace (made on the first call)."""
+        mine = getattr(self._local, "workspace", None)
+        if mine is None:
+            mine = self._local.workspace = Workspace()
+        return mine
+
+    def __getattr__(self, name):
+        return getattr(self.current(), name)
+
+    def __setattr__(self, name, value):
+        setattr(self.current(), name, value)
+
+
+workspace = PerThreadWorkspace()
+"""The fast path's reused memory: the calling thread's :class:`Workspace`."""
 
 
 def _drop_oldest(table, limit):
