@@ -20,6 +20,7 @@ from npsenet import distributed
 from npsenet.distributed import ThreadGroup, shard_bounds
 from npsenet.distributed.nccl import Watchdog, exchange_nccl_id
 from npsenet.nn.functional import batchnorm_backward, batchnorm_forward
+from npsenet.nn.fast.layout import channels_last
 from npsenet.nn.functional.sync_batchnorm import (sync_batchnorm_backward,
                                                   sync_batchnorm_forward)
 from npsenet.nn.sync_batchnorm import SyncBatchNorm
@@ -29,15 +30,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- in one process --------------------------------------------------------------------------
-def _sync_bn_pass(x, gamma, beta, dy, size):
-    """SyncBN forward and backward with the batch split over ``size`` simulated ranks;
-    returns y, dx (re-joined), and dgamma, dbeta summed over the ranks."""
+def _sync_bn_pass(x, gamma, beta, dy, size, pairs=None):
+    """SyncBN forward and backward with the batch split over ``size`` simulated ranks, on
+    the plain pair (or ``pairs``: the fast path's ops); returns y, dx (re-joined), and
+    dgamma, dbeta summed over the ranks."""
     group = ThreadGroup(size)
+    forward = pairs.sync_batchnorm_forward if pairs else sync_batchnorm_forward
+    backward = pairs.sync_batchnorm_backward if pairs else sync_batchnorm_backward
 
     def rank(comm):
         lo, hi = shard_bounds(len(x), comm.rank, size)
-        y, mu, var, count, cache = sync_batchnorm_forward(x[lo:hi], gamma, beta, 1e-5, comm)
-        dx, dgamma, dbeta = sync_batchnorm_backward(dy[lo:hi], cache)
+        shard, dy_shard = x[lo:hi], dy[lo:hi]
+        if pairs:   # as in a network on the fast path: channels-last memory
+            shard, dy_shard = channels_last(shard), channels_last(dy_shard)
+        y, mu, var, count, cache = forward(shard, gamma, beta, 1e-5, comm)
+        dx, dgamma, dbeta = backward(dy_shard, cache)
         return y, dx, dgamma, dbeta, count
 
     parts = group.run(rank)
@@ -56,6 +63,35 @@ def test_sync_bn_over_simulated_ranks_is_batch_norm_over_the_whole_batch():
     y, dx, dgamma, dbeta = _sync_bn_pass(x, gamma, beta, dy, 2)
     for got, want in ((y, y_ref), (dx, dx_ref), (dgamma, dgamma_ref), (dbeta, dbeta_ref)):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("size", [1, 2, 3])
+@pytest.mark.parametrize("mean", [3.0, 1e4], ids=["mean3", "mean1e4"])
+def test_the_fast_sync_bn_pair_is_the_plain_one_and_batch_norm_on_the_whole_batch(
+        dtype, tol, size, mean):
+    """The fast path's pair (fast/elementwise.py: per-rank two-pass sums, combined in
+    float64) gives the plain pair's numbers and batch norm's on the whole batch, also for a
+    channel whose mean is 10,000 times its spread (where float32 sums of x and x^2 lose it)."""
+    import npsenet.nn.fast.ops as fast_ops
+    if mean > 100 and dtype == np.float64:
+        tol = 1e-10     # x - mu at 1e4 has 4 fewer digits than at 3, whoever computes it
+    rng = np.random.default_rng(5)
+    x = rng.normal(mean, 1.0, (7, 16, 4, 6)).astype(dtype)
+    gamma, beta = rng.normal(size=16).astype(dtype), rng.normal(size=16).astype(dtype)
+    dy = rng.normal(size=x.shape).astype(dtype)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    y_ref, _, _, cache = batchnorm_forward(x64, gamma.astype(np.float64),
+                                           beta.astype(np.float64), 1e-5)
+    refs = (y_ref, *batchnorm_backward(dy64, cache))
+    fast = _sync_bn_pass(x, gamma, beta, dy, size, pairs=fast_ops)
+    plain = _sync_bn_pass(x, gamma, beta, dy, size)
+    for got, want in zip(fast, refs):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    if mean < 100:   # at 1e4 the plain pair's S2/M - mu^2 is the less accurate of the two
+        for got, want in zip(fast, plain):
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
 def test_sync_bn_backward_matches_numerical_gradients_over_two_ranks():

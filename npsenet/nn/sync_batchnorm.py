@@ -1,6 +1,7 @@
 """``SyncBatchNorm``: batch norm whose training statistics are those of the global batch
-that several processes share (``npsenet train --sync-bn``). The pair it calls is
-``functional/sync_batchnorm.py``, which gives the equations of both passes.
+that several processes share (``npsenet train --sync-bn``). The pair it calls is that of
+the active path: ``functional/sync_batchnorm.py``, which gives the equations of both
+passes, or its fast form in ``fast/elementwise.py``.
 
 It is a :class:`~npsenet.nn.BatchNorm2d` (same parameters, buffers and state_dict keys, so
 checkpoints move freely between the two) whose training-mode forward and backward
@@ -13,9 +14,18 @@ batch norm's, with no communication. Without ``comm`` (or with one rank) it is b
 """
 from __future__ import annotations
 
+from . import functional
 from ._checks import check_input
-from .functional.sync_batchnorm import sync_batchnorm_backward, sync_batchnorm_forward
 from .norm import BatchNorm2d
+from .switch import active_path
+
+
+def _sync_path():
+    """The active path (``npsenet/nn/switch.py``) where it has the synchronised pair (the
+    plain and the fast one do), else the plain path (a custom set of pairs, such as the
+    course kit's, may hold only the single-process ones)."""
+    path = active_path()
+    return path if hasattr(path, "sync_batchnorm_forward") else functional
 
 
 class SyncBatchNorm(BatchNorm2d):
@@ -52,7 +62,8 @@ class SyncBatchNorm(BatchNorm2d):
             return super().forward(x)
         check_input(x, f"SyncBatchNorm({self.num_features})", 4, "(N, C, H, W)",
                     self.num_features, dtype=self.weight.dtype)
-        y, mean, var, count, cache = sync_batchnorm_forward(
+        path = _sync_path()
+        y, mean, var, count, cache = path.sync_batchnorm_forward(
             x, self.weight.data, self.bias.data, self.eps, comm)
         if isinstance(count, int) and count < 2:
             raise ValueError(f"SyncBatchNorm: training needs more than one value per channel "
@@ -60,13 +71,13 @@ class SyncBatchNorm(BatchNorm2d):
                              "call .eval().")
         self._update_running_stats(mean, var, count)
         object.__setattr__(self, "_synced", True)
-        return self.keep(None, cache, y)
+        return self.keep(path, cache, y)
 
     def backward(self, dout):
         if not self.__dict__.get("_synced"):
             return super().backward(dout)
-        _, cache = self.kept(dout)
-        dx, dgamma, dbeta = sync_batchnorm_backward(dout, cache)
+        path, cache = self.kept(dout)
+        dx, dgamma, dbeta = path.sync_batchnorm_backward(dout, cache)
         self.weight.accumulate_grad(dgamma)
         self.bias.accumulate_grad(dbeta)
         return dx

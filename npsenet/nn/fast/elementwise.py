@@ -11,6 +11,8 @@ order of additions); what differs is how they touch memory:
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ...backend import get_array_module
 from ..module import is_grad_enabled
 from .layout import (per_channel, sum_of_products_over_batch_and_space,
@@ -91,6 +93,77 @@ def batchnorm_backward(dy, cache):
     dx -= term
     workspace.give_back_like(Role.KEPT_BATCHNORM_CENTRED, kept)   # for the next forward
     return dx, dgamma, sum_dy
+
+
+# -- batch norm over the global batch of several processes (SyncBatchNorm) ------------------
+def sync_batchnorm_forward(x, gamma, beta, eps, comm):
+    """As :func:`npsenet.nn.functional.sync_batchnorm_forward`: (y, mean, var, count, cache),
+    with x - mu kept in borrowed memory. ``comm`` also needs ``rank`` and ``size``.
+
+    The plain pair all-reduces the float64 sums of x and x^2, whose difference
+    S2/M - mu^2 loses the variance of a channel whose mean is large against its spread.
+    Here rank r centres its shard on its own float32 mean K_r and sums the deviations,
+    S1_r = sum (x - K_r) and S2_r = sum (x - K_r)^2 (two passes, as batch norm). One
+    all-reduce gathers every rank's (m_r, K_r, S1_r, S2_r), each into its own row of a
+    zeroed float64 table, and every rank combines the rows in rank order (Chan et al.'s
+    pairwise update), so the ranks agree bit for bit:
+
+        mean_r = K_r + S1_r / m_r            M2_r = S2_r - S1_r^2 / m_r
+        mu = sum_r m_r mean_r / M            var = sum_r (M2_r + m_r (mean_r - mu)^2) / M
+    """
+    xp = get_array_module(x)
+    c = x.shape[1]
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    shift = sum_over_batch_and_space(x) / max(m, 1)                    # K_r
+    centred = (workspace.borrow_like(Role.KEPT_BATCHNORM_CENTRED, x) if is_grad_enabled()
+               else xp.empty_like(x))
+    xp.subtract(x, per_channel(shift, x), out=centred)                 # x - K_r
+    rank, size = getattr(comm, "rank", 0), getattr(comm, "size", 1)
+    table = xp.zeros((size, 3 * c + 1), dtype=xp.float64)
+    table[rank, 0] = m
+    table[rank, 1:c + 1] = shift
+    table[rank, c + 1:2 * c + 1] = sum_over_batch_and_space(centred)
+    table[rank, 2 * c + 1:] = sum_of_products_over_batch_and_space(centred, centred)
+    table = comm.allreduce_sum(table)                                  # every rank's row
+    counts, shifts = table[:, :1], table[:, 1:c + 1]
+    s1, s2 = table[:, c + 1:2 * c + 1], table[:, 2 * c + 1:]
+    count = table[:, 0].sum()
+    if isinstance(table, np.ndarray):
+        count = int(count)      # on a GPU it stays there: reading it would wait for the GPU
+    per_rank = xp.maximum(counts, 1)          # a rank without images has a row of zeros
+    means = shifts + s1 / per_rank                                     # (size, C)
+    mu64 = (counts * means).sum(axis=0) / count
+    m2 = s2 - s1 * s1 / per_rank + counts * (means - mu64) ** 2
+    var64 = xp.maximum(m2.sum(axis=0) / count, 0.0)
+    inv_std = (1.0 / xp.sqrt(var64 + eps)).astype(x.dtype)
+    centred -= per_channel((mu64 - shifts[rank]).astype(x.dtype), x)  # now x - mu
+    y = centred * per_channel(gamma * inv_std, x)                      # gamma * xhat
+    y += per_channel(beta, x)
+    return (y, mu64.astype(x.dtype), var64.astype(x.dtype), count,
+            (centred, gamma, inv_std, count, comm))
+
+
+def sync_batchnorm_backward(dy, cache):
+    """As :func:`npsenet.nn.functional.sync_batchnorm_backward`: (dx, dgamma, dbeta), dgamma
+    and dbeta this rank's shares; one all-reduce of the two per-channel sums."""
+    centred, gamma, inv_std, count, comm = cache
+    xp = get_array_module(dy)
+    c = dy.shape[1]
+    sum_dy = sum_over_batch_and_space(dy)
+    sum_dy_centred = sum_of_products_over_batch_and_space(dy, centred)
+    local = xp.empty(2 * c, dtype=dy.dtype)
+    local[:c], local[c:] = sum_dy, sum_dy_centred
+    total = comm.allreduce_sum(local)
+    scale = gamma * inv_std
+    mean_dy = (total[:c] / count).astype(dy.dtype)
+    mean_dy_xhat = (total[c:] * inv_std / count).astype(dy.dtype)    # (1/M) sum dy * xhat
+    dx = dy - per_channel(mean_dy, dy)
+    dx *= per_channel(scale, dy)
+    term = workspace.scratch_like(Role.BATCHNORM_TERM, centred)
+    xp.multiply(centred, per_channel(scale * inv_std * mean_dy_xhat, dy), out=term)
+    dx -= term
+    workspace.give_back_like(Role.KEPT_BATCHNORM_CENTRED, centred)
+    return dx, sum_dy_centred * inv_std, sum_dy
 
 
 # -- the squeeze and the scale of the SE block ---------------------------------------------------

@@ -16,7 +16,7 @@ from .conv import conv2d_backward, conv2d_forward  # noqa: F401
 from .elementwise import (batchnorm_backward, batchnorm_eval_forward,  # noqa: F401
                           batchnorm_forward, channel_scale_backward, channel_scale_forward,
                           global_avg_pool_backward, global_avg_pool_forward, relu_backward,
-                          relu_forward)
+                          relu_forward, sync_batchnorm_backward, sync_batchnorm_forward)
 from .host_memory import keep_freed_memory
 
 keep_freed_memory()      # freed activations stay with the process for the next step

@@ -26,12 +26,14 @@ from .pool import (adaptive_avg_pool2d_backward, adaptive_avg_pool2d_forward,
 from .reshape import (channel_shuffle_backward, channel_shuffle_forward, flatten_backward,
                       flatten_forward)
 from .se import channel_scale_backward, channel_scale_forward
+from .sync_batchnorm import sync_batchnorm_backward, sync_batchnorm_forward
 
 __all__ = [
     "conv_output_size", "pad_images", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
     "factorized_conv2d_forward", "factorized_conv2d_backward",
     "linear_forward", "linear_backward",
     "batchnorm_forward", "batchnorm_eval_forward", "batchnorm_backward",
+    "sync_batchnorm_forward", "sync_batchnorm_backward",
     "relu_forward", "relu_backward", "sigmoid", "sigmoid_forward", "sigmoid_backward",
     "tanh_forward", "tanh_backward",
     "global_avg_pool_forward", "global_avg_pool_backward",
