@@ -118,7 +118,7 @@ def sync_batchnorm_forward(x, gamma, beta, eps, comm):
     centred = (workspace.borrow_like(Role.KEPT_BATCHNORM_CENTRED, x) if is_grad_enabled()
                else xp.empty_like(x))
     xp.subtract(x, per_channel(shift, x), out=centred)                 # x - K_r
-    rank, size = getattr(comm, "rank", 0), getattr(comm, "size", 1)
+    rank, size = comm.rank, comm.size     # each rank writes its own row of the table
     table = xp.zeros((size, 3 * c + 1), dtype=xp.float64)
     table[rank, 0] = m
     table[rank, 1:c + 1] = shift
