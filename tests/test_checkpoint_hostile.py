@@ -12,12 +12,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tracemalloc
 import warnings
 import zipfile
 
 import numpy as np
 import pytest
+from helpers import raises_with_peak_memory
 
 import npsenet as ns
 from npsenet import train as training
@@ -96,14 +96,8 @@ def one_line_error(exc_info, path, damaged=True):
 
 
 def peak_while(fn):
-    """(the exception ``fn`` raised, the peak of memory traced while it ran)."""
-    tracemalloc.start()
-    try:
-        with pytest.raises(CheckpointError) as info:
-            fn()
-        return info, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    """(the CheckpointError ``fn`` raised, the peak of memory traced while it ran)."""
+    return raises_with_peak_memory(CheckpointError, fn)
 
 
 # -- family 1: a small file that declares something big ---------------------------------------

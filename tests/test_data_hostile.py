@@ -11,11 +11,11 @@ import subprocess
 import sys
 import tarfile
 import threading
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import raises_with_peak_memory
 
 import npsenet as ns
 from npsenet.data import DataFileError, download
@@ -100,14 +100,9 @@ def _one_line_naming(error: BaseException, name: str) -> str:
 
 
 def _peak_while(function):
-    """``function()``'s exception and the peak memory traced while it ran."""
-    tracemalloc.start()
-    try:
-        with pytest.raises(DataFileError) as caught:
-            function()
-        return caught.value, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    """``function()``'s DataFileError and the peak memory traced while it ran."""
+    caught, peak = raises_with_peak_memory(DataFileError, function)
+    return caught.value, peak
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import wait_for_file
 
 import npsenet as ns
 from npsenet import distributed
@@ -353,11 +354,7 @@ def test_sigterm_to_the_launcher_saves_one_checkpoint_and_resume_continues(tmp_p
     proc = subprocess.Popen([sys.executable, "-m", "npsenet", *TRAIN, "--nproc", "2",
                              "--out", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    deadline = time.monotonic() + 120
-    while not (out / "checkpoint.npz").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
+    wait_for_file(proc, out / "checkpoint.npz", 120)
     proc.send_signal(signal.SIGTERM)
     printed, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import wait_for_file
 
 import npsenet as ns
 from npsenet import train as training
@@ -117,11 +118,7 @@ def test_sigint_mid_epoch_saves_and_resumes_bit_identically(tmp_path, uninterrup
 def test_sigterm_stops_the_command_cleanly_and_resume_is_bit_identical(tmp_path, uninterrupted):
     out = tmp_path / "run"
     proc = _npsenet(tmp_path, "train", *TINY_FLAGS, "--out", str(out))
-    deadline = time.monotonic() + 240
-    while not (out / "checkpoint.npz").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
+    wait_for_file(proc, out / "checkpoint.npz", 240)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 128 + signal.SIGTERM, err
