@@ -78,6 +78,17 @@ def add_data_arguments(group, datasets, dataset_default):
                             "(default: yes; --no-download to fail instead)")
 
 
+def add_checkpoint_input_arguments(parser, checkpoint_help):
+    """--checkpoint (required), the data arguments with the checkpoint's dataset as the
+    default, and --batch-size of the forward passes (``npsenet eval`` and ``gates``)."""
+    from ..train import DATASETS
+
+    parser.add_argument("--checkpoint", required=True, metavar="PATH", help=checkpoint_help)
+    add_data_arguments(parser, DATASETS, None)
+    parser.add_argument("--batch-size", type=positive_int, default=256,
+                        help="images per forward pass (default 256)")
+
+
 # -- the model and its SE options ----------------------------------------------------------
 def parse_stages(text):
     """``"1,2"`` -> ``[1, 2]`` (the stages, from 1, that carry SE blocks)."""

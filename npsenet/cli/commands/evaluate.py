@@ -6,12 +6,10 @@
 """
 from __future__ import annotations
 
-from ..args import add_data_arguments, add_device_argument, positive_int
+from ..args import add_checkpoint_input_arguments, add_device_argument, positive_int
 
 
 def add_parser(sub):
-    from ...train import DATASETS
-
     p = sub.add_parser(
         "eval", help="test accuracy of a checkpoint",
         description="Evaluate a checkpoint (written by npsenet train or ns.io.save_model) on a "
@@ -19,11 +17,7 @@ def add_parser(sub):
                     "normalisation default to those the model was trained with, and so "
                     "does the number of test images (the run's --limit-test; --full-test "
                     "for all).")
-    p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="a checkpoint.npz file")
-    add_data_arguments(p, DATASETS, None)
-    p.add_argument("--batch-size", type=positive_int, default=256,
-                   help="images per forward pass (default 256)")
+    add_checkpoint_input_arguments(p, "a checkpoint.npz file")
     limit = p.add_mutually_exclusive_group()
     limit.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
                        help="evaluate only the first N test images (default: as many as the "

@@ -23,12 +23,11 @@ import csv
 import os
 from pathlib import Path
 
-from ..args import add_data_arguments, add_device_argument, add_plain_argument, positive_int
+from ..args import (add_checkpoint_input_arguments, add_device_argument, add_plain_argument,
+                    positive_int)
 
 
 def add_parser(sub):
-    from ...train import DATASETS
-
     p = sub.add_parser(
         "gates", help="per-class excitations of a trained SE model (the paper's Sec. 7.2)",
         description="Run the test set through a trained SE model and write the paper's "
@@ -38,13 +37,10 @@ def add_parser(sub):
                     "gate units, and the saturation per stage, as CSV files and PNG figures. "
                     "The dataset, data folder and --limit-test default to the checkpoint's "
                     "training run.")
-    p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="a checkpoint.npz of an SE model (written by npsenet train)")
-    add_data_arguments(p, DATASETS, None)
+    add_checkpoint_input_arguments(
+        p, "a checkpoint.npz of an SE model (written by npsenet train)")
     p.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
                    help="use only the first N test images (default: as the training run)")
-    p.add_argument("--batch-size", type=positive_int, default=256,
-                   help="images per forward pass (default 256)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: gates/ beside the checkpoint)")
     p.add_argument("--blocks", default=None, metavar="B1,B2,...",
