@@ -225,24 +225,11 @@ class DataParallel:
     def evaluate(self, model, loader, loss_fn):
         """:func:`npsenet.train.evaluate` over every rank's shard of the test batches:
         (loss, accuracy) of the whole test set, the same on every rank."""
-        from ..nn import no_grad
-        from ..train.loop import DeviceMetrics
+        from ..train.loop import evaluation_sums
 
-        was_training = model.training
-        model.eval()
-        pending = DeviceMetrics()
-        try:
-            with no_grad():
-                for x, y in loader:
-                    logits = model(x)
-                    pending.add(loss_fn(logits, y), (logits.argmax(axis=1) == y).sum(), len(y))
-        finally:
-            model.train(was_training)
-        local = np.zeros(3)
-        if len(pending):
-            losses, corrects, counts = pending.fetch()
-            local[:] = (sum(l * c for l, c in zip(losses, counts)), sum(corrects), sum(counts))
-        total = self.host.allreduce_sum(local, "all-reduce of the test metrics")
+        total = self.host.allreduce_sum(np.array(evaluation_sums(model, loader, loss_fn),
+                                                 dtype=np.float64),
+                                        "all-reduce of the test metrics")
         if total[2] == 0:
             raise ValueError("evaluate: the test loader yielded no batches on any rank.")
         return float(total[0] / total[2]), float(total[1] / total[2])

@@ -193,6 +193,17 @@ def evaluate(model, loader, loss_fn):
     and come to the host in one copy. Returns ``(loss, accuracy)`` as Python floats; the
     model's train/eval mode is restored.
     """
+    loss_sum, correct, seen = evaluation_sums(model, loader, loss_fn)
+    if not seen:
+        raise ValueError("evaluate: the loader yielded no batches.")
+    return loss_sum / seen, correct / seen
+
+
+def evaluation_sums(model, loader, loss_fn):
+    """(sum of the batches' loss times their size, correct predictions, images) of
+    ``model`` in eval mode over ``loader``, on the host; (0.0, 0, 0) for a loader that
+    yields nothing (a data-parallel rank whose test shard is empty). The model's
+    train/eval mode is restored."""
     was_training = model.training
     model.eval()
     pending = DeviceMetrics()
@@ -204,13 +215,12 @@ def evaluate(model, loader, loss_fn):
     finally:
         model.train(was_training)
     if not len(pending):
-        raise ValueError("evaluate: the loader yielded no batches.")
+        return 0.0, 0, 0
     losses, corrects, counts = pending.fetch()
     loss_sum = 0.0
     for loss, count in zip(losses, counts):
         loss_sum += loss * count
-    seen = sum(counts)
-    return loss_sum / seen, sum(corrects) / seen
+    return loss_sum, sum(corrects), sum(counts)
 
 
 GPU_METRICS_EVERY = 25
