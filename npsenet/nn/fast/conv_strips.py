@@ -15,12 +15,18 @@ that is k*k matrix products over views instead of one product over a k*k times l
 copy. The backward pass uses the same views: dW_rows[i] = sum_r strips(i, r)^T @ dy(r),
 and dx is itself a stride-1 convolution (of dy with the flipped kernel), so it runs the
 same forward code. Notebook 01, section 5, derives this from the plain path.
+
+On the CPU each of these products is taken in blocks of rows (:func:`row_blocks`): a
+tall, thin product (tens of thousands of rows, k C and C_out in the tens) runs up to
+twice as fast cut into products of at most a million multiply-adds each (see
+``row_blocks.py``).
 """
 from __future__ import annotations
 
 import math
 
 from ...backend import get_array_module
+from .row_blocks import row_blocks
 from .workspace import Role
 
 
@@ -147,10 +153,13 @@ def strip_products(grid, flat, w_rows, workspace):
     y = xp.empty((grid.shape[0], grid.ho, grid.wo, c_out), dtype=flat.dtype)
     acc = workspace.scratch(Role.STRIP_SUM, (grid.rows, c_out), flat.dtype, xp)
     part = workspace.scratch(Role.STRIP_TERM, (grid.rows, c_out), flat.dtype, xp)
+    blocks = row_blocks(grid.rows, w_rows.shape[1], c_out, xp)
     for r in range(min(k, grid.wo)):              # output columns w = r, r + k, r + 2k, ...
-        xp.matmul(grid.strips(flat, 0, r), w_rows[0], out=acc)
-        for i in range(1, k):                     # kernel rows
-            acc += xp.matmul(grid.strips(flat, i, r), w_rows[i], out=part)
+        strips = [grid.strips(flat, i, r) for i in range(k)]
+        for b in blocks:
+            xp.matmul(strips[0][b], w_rows[0], out=acc[b])
+            for i in range(1, k):                 # kernel rows
+                acc[b] += xp.matmul(strips[i][b], w_rows[i], out=part[b])
         y[:, :, r::k] = grid.outputs(acc.reshape(grid.ho, grid.t, c_out), r)
     return y
 
@@ -205,10 +214,13 @@ def conv2d_strips_backward(x_nhwc, dy_nhwc, weight, padding, workspace, x_grid=N
         dy_grid = dy_grid.reshape(dy_shape)
         grid.images(dy_grid, ho)[:, :, :wo] = dy_nhwc
     dw_rows = xp.zeros((k, k * c_in, c_out), dtype=dy_nhwc.dtype)
+    blocks = row_blocks(grid.rows, k * c_in, c_out, xp)
     for r in range(min(k, wo)):
         dy_r = grid.residue(dy_grid, r)                                 # (rows, C_out)
         for i in range(k):
-            dw_rows[i] += xp.matmul(grid.strips(flat, i, r).T, dy_r)
+            strips = grid.strips(flat, i, r)
+            for b in blocks:
+                dw_rows[i] += xp.matmul(strips[b].T, dy_r[b])
     dw = dw_rows.reshape(k, k, c_in, c_out).transpose(3, 2, 0, 1)
     flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)            # (C_in, C_out, k, k)
     return dw, strip_products(dy_padded, dy_flat, kernel_rows(flipped), workspace)
