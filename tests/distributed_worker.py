@@ -1,6 +1,7 @@
 """What each rank runs in tests/test_distributed.py (under ``mpiexec -n 2``).
 
-    python distributed_worker.py step OUT.npz        # one SGD step, SyncBN, float32 and float64
+    python distributed_worker.py step OUT.npz        # one SGD step, SyncBN, float32 and float64,
+                                                     # of SE-ResNet-20 and of its tanh twin
     python distributed_worker.py epoch OUT.json DIR  # one epoch; every rank's weights' hash
     python distributed_worker.py die                 # rank 1 dies; rank 0 must time out
 """
@@ -29,11 +30,24 @@ def batch():
             rng.integers(0, 10, BATCH).astype(np.int64))
 
 
-def one_step(comm, dtype):
+def smooth(model):
+    """The model with every ReLU replaced by tanh: no kink, so no activation that a
+    computation in float32 puts on the other side of 0 from another (see the test)."""
+    for _, module in list(model.named_modules()):
+        for name, child in list(module._modules.items()):
+            if isinstance(child, ns.nn.ReLU):
+                setattr(module, name, ns.nn.Tanh())
+    return model
+
+
+def one_step(comm, dtype, smooth_model=False):
     """(gradients, weights after one SGD step) of rank ``comm.rank``'s share of the batch,
-    with SyncBatchNorm (comm None: the whole batch in one process, plain batch norm)."""
+    with SyncBatchNorm (comm None: the whole batch in one process, plain batch norm);
+    with ``smooth_model``, of SE-ResNet-20 with tanh for ReLU."""
     ns.manual_seed(0)
     model = ns.models.se_resnet20(num_classes=10).to(dtype=dtype)
+    if smooth_model:
+        model = smooth(model)
     images, labels = batch()
     loader = ns.data.BatchLoader(images, labels, BATCH, shuffle=False, augment=False,
                                  normalize=None)
@@ -57,12 +71,21 @@ def one_step(comm, dtype):
     return float(loss), grads, state
 
 
+VARIANTS = [(variant, dtype) for variant in ("relu", "smooth")
+            for dtype in (np.float32, np.float64)]
+
+
+def variant_key(variant, dtype):
+    """"float32", "float64", "smooth-float32", "smooth-float64": the npz keys' prefix."""
+    return ("" if variant == "relu" else f"{variant}-") + np.dtype(dtype).name
+
+
 def step(out):
     comm = MPICommunicator()
     arrays = {}
-    for dtype in (np.float32, np.float64):
-        loss, grads, state = one_step(comm, dtype)
-        key = np.dtype(dtype).name
+    for variant, dtype in VARIANTS:
+        loss, grads, state = one_step(comm, dtype, smooth_model=variant == "smooth")
+        key = variant_key(variant, dtype)
         arrays[f"{key}/loss"] = np.array(loss)
         arrays.update({f"{key}/grad/{k}": v for k, v in grads.items()})
         arrays.update({f"{key}/state/{k}": v for k, v in state.items()})

@@ -290,31 +290,41 @@ def test_one_step_of_2_x_64_with_sync_bn_is_one_step_of_1_x_128(tmp_path):
         sys.path.pop(0)
     saved = np.load(out)
     assert len(set(saved["digests"].tolist())) == 1      # both ranks hold the same arrays
-    results = {dtype: worker.one_step(None, dtype) for dtype in (np.float32, np.float64)}
+    results = {(variant, dtype): worker.one_step(None, dtype, smooth_model=variant == "smooth")
+               for variant, dtype in worker.VARIANTS}
 
-    def stacked(kind, dtype, source=None):
+    def stacked(kind, variant, dtype, source=None):
         """Every gradient (or floating state array) of one step, as one float64 vector."""
-        arrays = results[dtype][1 if kind == "grad" else 2]
-        key = np.dtype(dtype).name
+        arrays = results[variant, dtype][1 if kind == "grad" else 2]
+        key = worker.variant_key(variant, dtype)
         return np.concatenate([
             (arrays[name] if source is None else source[f"{key}/{kind}/{name}"])
             .astype(np.float64).ravel() for name in sorted(arrays)
             if arrays[name].dtype.kind == "f"])
 
     for kind in ("grad", "state"):
-        # float64: 2 x 64 is 1 x 128 to 1e-12
-        want64 = stacked(kind, np.float64)
-        got64 = stacked(kind, np.float64, saved)
-        assert np.abs(got64 - want64).max() <= 1e-12 * np.abs(want64).max(), kind
-        # float32: 2 x 64 is as close to 1 x 128 as float32 itself is to float64
-        want32, got32 = stacked(kind, np.float32), stacked(kind, np.float32, saved)
-        round_off = np.linalg.norm(want32 - want64)
-        assert np.linalg.norm(got32 - want32) <= 3 * round_off, kind
-        assert np.linalg.norm(got32 - want32) <= 1e-2 * np.linalg.norm(want64), kind
-    for dtype in (np.float32, np.float64):
-        loss = results[dtype][0]
-        assert abs(float(saved[f"{np.dtype(dtype).name}/loss"]) - loss) <= 1e-5 * loss
-    steps = results[np.float32][2]["bn1.num_batches_tracked"]
+        for variant in ("relu", "smooth"):
+            # float64: 2 x 64 is 1 x 128 to 1e-12
+            want64 = stacked(kind, variant, np.float64)
+            got64 = stacked(kind, variant, np.float64, saved)
+            assert np.abs(got64 - want64).max() <= 1e-12 * np.abs(want64).max(), (kind, variant)
+            want32, got32 = stacked(kind, variant, np.float32), stacked(kind, variant, np.float32, saved)
+            if variant == "smooth":
+                # float32: 2 x 64 is as close to 1 x 128 as float32 itself is to float64.
+                # Only without kinks: with ReLU, an activation within float32 round-off of 0
+                # can fall on the other side of 0 in one float32 computation and not in the
+                # other, and its gradient then passes in one and not the other (seen: 1 of
+                # 262,144 activations of one layer, which moved the gradients below it by
+                # 1e-3, 5x the round-off of the rest)
+                round_off = np.linalg.norm(want32 - want64)
+                assert np.linalg.norm(got32 - want32) <= 3 * round_off, (kind, variant)
+            # with or without kinks, float32 stays near float64
+            assert np.linalg.norm(got32 - want64) <= 1e-2 * np.linalg.norm(want64), (kind, variant)
+    for variant, dtype in worker.VARIANTS:
+        loss = results[variant, dtype][0]
+        saved_loss = float(saved[f"{worker.variant_key(variant, dtype)}/loss"])
+        assert abs(saved_loss - loss) <= 1e-5 * loss, (variant, dtype)
+    steps = results["relu", np.float32][2]["bn1.num_batches_tracked"]
     np.testing.assert_array_equal(saved["float32/state/bn1.num_batches_tracked"], steps)
 
 
