@@ -16,10 +16,10 @@ copy. The backward pass uses the same views: dW_rows[i] = sum_r strips(i, r)^T @
 and dx is itself a stride-1 convolution (of dy with the flipped kernel), so it runs the
 same forward code. Notebook 01, section 5, derives this from the plain path.
 
-On the CPU each of these products is taken in blocks of rows (:func:`row_blocks`): a
-tall, thin product (tens of thousands of rows, k C and C_out in the tens) runs up to
-twice as fast cut into products of at most a million multiply-adds each (see
-``row_blocks.py``).
+Where BLAS runs on one CPU thread, each of these products is taken in blocks of rows
+(:func:`row_blocks`): a tall, thin product (tens of thousands of rows, k C and C_out in
+the tens) runs up to twice as fast cut into products of at most a million multiply-adds
+each (see ``row_blocks.py``).
 """
 from __future__ import annotations
 

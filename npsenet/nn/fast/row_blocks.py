@@ -5,9 +5,10 @@ tens of thousands of rows (the output positions) against an inner size k C and a
 C_out in the tens. OpenBLAS takes a product that small in its operands' sizes, but that
 long, at well under half the speed it reaches on a square one; cut into blocks of rows
 of at most ``BLOCK_MACS`` multiply-adds each, the same product runs up to twice as fast
-on one thread (on a 2-core AVX-512 Xeon with NumPy's OpenBLAS 0.3.31, (35000, 48) @
-(48, 16) ran at 40 GFLOP/s whole and at 79 GFLOP/s in blocks of 1024 rows; blocks of
-up to a million multiply-adds ran as fast, blocks of 5% more at the speed of the whole).
+on one thread (``benchmarks/row_blocks.py``: on a 2-core AVX-512 Xeon with NumPy's
+OpenBLAS 0.3.31, the 16-channel layers' (22560, 48) @ (48, 16) at batch 64 ran at 53
+GFLOP/s whole, 82 GFLOP/s in blocks of a million multiply-adds and 51 GFLOP/s in blocks
+5% larger).
 Each block's rows and results stay in the core's cache, and OpenBLAS takes products of
 at most a million multiply-adds through its kernels for small matrices.
 
