@@ -6,8 +6,9 @@
 
 For each product, (rows, inner) @ (inner, width) as ``strip_products`` takes it and
 (inner, rows) @ (rows, width) as the weight gradient takes it, the repeats time in turn:
-the whole product, blocks of at most ``BLOCK_MACS`` multiply-adds (what
-``row_blocks`` cuts), and blocks 5% larger; each figure is the median over the repeats,
+the whole product, blocks of ``BLOCK_MACS // (inner * width)`` rows (what ``row_blocks``
+cuts, where that is at least ``MIN_BLOCK_ROWS``; the 64-channel products stay whole
+there), and blocks 5% larger; each figure is the median over the repeats,
 in GFLOP/s. The weight gradient sums its blocks' products, as ``conv2d_strips_backward``
 does. Shapes: the grids of the three stages' 3x3 convolutions at batch 64 (16, 32 and
 64 channels at 32x32, 16x16 and 8x8).

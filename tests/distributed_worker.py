@@ -40,13 +40,13 @@ def smooth(model):
     return model
 
 
-def one_step(comm, dtype, smooth_model=False):
+def one_step(comm, dtype, variant="relu"):
     """(gradients, weights after one SGD step) of rank ``comm.rank``'s share of the batch,
-    with SyncBatchNorm (comm None: the whole batch in one process, plain batch norm);
-    with ``smooth_model``, of SE-ResNet-20 with tanh for ReLU."""
+    with SyncBatchNorm (comm None: the whole batch in one process, plain batch norm), of
+    SE-ResNet-20 (``variant="relu"``) or of its tanh twin (``"smooth"``)."""
     ns.manual_seed(0)
     model = ns.models.se_resnet20(num_classes=10).to(dtype=dtype)
-    if smooth_model:
+    if variant == "smooth":
         model = smooth(model)
     images, labels = batch()
     loader = ns.data.BatchLoader(images, labels, BATCH, shuffle=False, augment=False,
@@ -84,7 +84,7 @@ def step(out):
     comm = MPICommunicator()
     arrays = {}
     for variant, dtype in VARIANTS:
-        loss, grads, state = one_step(comm, dtype, smooth_model=variant == "smooth")
+        loss, grads, state = one_step(comm, dtype, variant)
         key = variant_key(variant, dtype)
         arrays[f"{key}/loss"] = np.array(loss)
         arrays.update({f"{key}/grad/{k}": v for k, v in grads.items()})

@@ -60,7 +60,7 @@ def test_blas_threads_without_variables_is_the_cores_this_process_may_use():
 @pytest.mark.parametrize("threads, one", [("1", True), ("2", False)])
 def test_the_process_reads_its_thread_count_once_at_import(threads, one):
     env = {k: v for k, v in os.environ.items()
-           if k not in rb.THREAD_VARIABLES}
+           if k not in rb.OPENBLAS_THREAD_VARIABLES}
     env["OPENBLAS_NUM_THREADS"] = threads
     out = subprocess.run([sys.executable, "-c",
                           "from npsenet.nn.fast import row_blocks; print(row_blocks.ONE_THREAD)"],

@@ -8,13 +8,13 @@ of at most ``BLOCK_MACS`` multiply-adds each, the same product runs up to twice 
 on one thread (``benchmarks/row_blocks.py``: on a 2-core AVX-512 Xeon with NumPy's
 OpenBLAS 0.3.31, the 16-channel layers' (22560, 48) @ (48, 16) at batch 64 ran at 53
 GFLOP/s whole, 82 GFLOP/s in blocks of a million multiply-adds and 51 GFLOP/s in blocks
-5% larger).
-Each block's rows and results stay in the core's cache, and OpenBLAS takes products of
-at most a million multiply-adds through its kernels for small matrices.
+5% larger). Each block's rows and results stay in the core's cache, and OpenBLAS takes
+products of at most a million multiply-adds through its kernels for small matrices.
 
 Those kernels run on one thread, so blocking pays only where BLAS runs on one thread
-anyway: in each rank of data-parallel training, where the launcher sets
-``OPENBLAS_NUM_THREADS=1``, or wherever the user sets it. A process that lets BLAS use
+anyway: in each rank of data-parallel training, where the launcher gives each rank
+cores/N BLAS threads (one, for two ranks on two cores), or wherever the user sets
+``OPENBLAS_NUM_THREADS=1``. A process that lets BLAS use
 several cores keeps its products whole (blocking it measured 5% slower per training
 step on two cores). On CuPy products are never cut: a GPU wants them large.
 
@@ -28,7 +28,7 @@ import os
 
 BLOCK_MACS = 1_000_000     # multiply-adds per product of a block of rows
 MIN_BLOCK_ROWS = 256       # thinner blocks cost more in calls than they gain
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+OPENBLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 def blas_threads(environ=None):
@@ -36,7 +36,7 @@ def blas_threads(environ=None):
     variables that is set (it reads them when it loads, in this order), else the cores
     this process may run on."""
     environ = os.environ if environ is None else environ
-    for name in THREAD_VARIABLES:
+    for name in OPENBLAS_THREAD_VARIABLES:
         value = environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
